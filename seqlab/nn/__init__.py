@@ -1,0 +1,13 @@
+"""Sequence layers: mixers, positions, feed-forwards, norms and the Block (pure torch)."""
+
+from seqlab.nn.attention import ATTENTION_KERNELS, Attention, KVCache
+from seqlab.nn.layers import FFNS, MLP, NORMS, Block, SwiGLU
+from seqlab.nn.mixer import Mixer, warn_once
+from seqlab.nn.mixers import MIXERS, MixerArgs, register_mixer
+from seqlab.nn.positions import POSITIONS
+from seqlab.nn.recurrent import RecurrentMixer
+
+__all__ = [
+    "ATTENTION_KERNELS", "Attention", "Block", "FFNS", "KVCache", "MIXERS", "MLP", "Mixer",
+    "MixerArgs", "NORMS", "POSITIONS", "RecurrentMixer", "SwiGLU", "register_mixer", "warn_once",
+]

@@ -1,0 +1,165 @@
+"""The ``seqlab`` command: parses arguments, then calls the library.
+
+Errors the user can fix (seqlab's own exception types, and OS errors such as a full
+disk) print one line and exit non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqlab", description="Sequence modeling on PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a config into a run directory")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_common(p)
+
+    p = sub.add_parser("generate", help="generate text from a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    _add_common(p)
+
+    p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="text file, folder or glob (default: the run's validation split)")
+    p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    _add_common(p)
+
+    p = sub.add_parser("quickstart", help="train the built-in default model (about 3 minutes)")
+    p.add_argument("--out", default="runs/quickstart", help="run directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true")
+    _add_common(p)
+
+    p = sub.add_parser("presets", help="list model presets with parameter counts")
+    _add_common(p)
+    return parser
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr, force=True)
+
+
+def _train(args, config) -> int:
+    from seqlab.train.trainer import Trainer
+
+    result = Trainer(config, args.out, resume=args.resume).fit()
+    print(f"run directory: {result.run_dir}")
+    for key, value in result.metrics.items():
+        print(f"{key}: {value:.4f}")
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; continue with --resume")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_train(args) -> int:
+    from seqlab.config import RunConfig
+
+    config = RunConfig.from_yaml(args.config, args.overrides)
+    if args.out is None:
+        args.out = str(Path("runs") / Path(args.config).stem)
+    return _train(args, config)
+
+
+def cmd_quickstart(args) -> int:
+    import seqlab
+    from seqlab.quickstart import quickstart_config
+
+    config = quickstart_config(args.overrides)
+    print(f"quickstart: byte-level {config.model.preset} on the Python standard library "
+          f"({config.data.path}), {config.train.steps} steps", flush=True)
+    code = _train(args, config)
+    if code == 0:
+        run = seqlab.load(args.out)
+        print("sample:", run.generate("def ", max_new_tokens=200, temperature=0.8, top_k=40, seed=0))
+        print(f"next: seqlab generate {args.out} --prompt 'import ' | seqlab eval {args.out}")
+    return code
+
+
+def cmd_generate(args) -> int:
+    import seqlab
+
+    run = seqlab.load(args.run_dir, device=args.device)
+    text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        seed=args.seed)
+    print(args.prompt + text)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import seqlab
+
+    run = seqlab.load(args.run_dir, device=args.device)
+    metrics = run.evaluate(args.data, max_batches=args.max_batches)
+    for key, value in metrics.items():
+        print(f"{key}: {value:.4f}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from seqlab.config import RunConfig
+    from seqlab.models.presets import PRESETS
+    from seqlab.tasks.causal_lm import build_language_model
+
+    print(f"{'preset':<16}{'params':>12}  description (parameters with a 259-token byte vocabulary)")
+    for name in PRESETS:
+        config = RunConfig.from_dict({"model": {"preset": name, "vocab_size": 259}})
+        n = sum(p.numel() for p in build_language_model(config).parameters())
+        print(f"{name:<16}{n:>12,}  {PRESETS.get(name).description}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
+            "quickstart": cmd_quickstart, "presets": cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    from seqlab.errors import SeqlabError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (SeqlabError, OSError, ValueError) as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"seqlab: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("seqlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

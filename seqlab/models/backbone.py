@@ -1,0 +1,126 @@
+"""Backbone: ``inputs -> embed -> N x Block -> final norm`` returning hidden states.
+
+The backbone owns the streaming state of the whole stack (one state per block plus
+the count of real tokens each sequence has seen, for absolute positions), so a
+model is driven by generation or streaming code that never asks which mixers it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.errors import ShapeError, TokenizerError
+from seqlab.nn.layers import Block
+from seqlab.nn.mixer import State
+from seqlab.nn.positions import AbsolutePosition, positions_from_mask
+
+
+@dataclass
+class BackboneState:
+    """Per-block mixer states and (B,) real tokens seen per sequence."""
+
+    layers: list[State]
+    seen: Tensor
+
+    def reorder(self, index: Tensor) -> None:
+        """Select batch rows of every state (beam search, dropping finished rows)."""
+        self.seen = self.seen.index_select(0, index)
+        for i, s in enumerate(self.layers):
+            if hasattr(s, "reorder"):
+                s.reorder(index)
+            elif isinstance(s, tuple):
+                self.layers[i] = tuple(t.index_select(1 if t.dim() == 3 else 0, index) for t in s)
+
+
+@dataclass
+class BackboneOutput:
+    hidden: Tensor  # (B, T, D)
+    state: BackboneState | None = None
+
+
+class TokenEmbedding(nn.Embedding):
+    """Token embedding that rejects out-of-range ids with a clear error."""
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ShapeError(f"token ids must be an integer tensor, got dtype {ids.dtype}")
+        if ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.num_embeddings:
+                bad = lo if lo < 0 else hi
+                raise TokenizerError(
+                    f"token id {bad} is out of range for a model with vocabulary size "
+                    f"{self.num_embeddings} (valid ids 0..{self.num_embeddings - 1}); the "
+                    "tokenizer and model.vocab_size must agree"
+                )
+        return super().forward(ids)
+
+
+class FeatureProjection(nn.Linear):
+    """Linear projection of continuous features (B, T, F) to (B, T, D)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.in_features:
+            raise ShapeError(f"features must have shape (batch, time, {self.in_features}), "
+                             f"got {tuple(x.shape)}")
+        return super().forward(x.to(self.weight.dtype))
+
+
+class Backbone(nn.Module):
+    """A stack of blocks between an input embedding and a final norm.
+
+    Args:
+        embed: token embedding or feature projection, (B, T[, F]) -> (B, T, D).
+        blocks: the Blocks, applied in order.
+        norm: the final norm.
+        position: an absolute position encoding added after the embedding, or None.
+        dropout: dropout on the embedding output.
+    """
+
+    def __init__(self, embed: nn.Module, blocks: list[Block], norm: nn.Module, *,
+                 position: AbsolutePosition | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.embed = embed
+        self.position = position
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.d_model = blocks[0].mixer.d_model if blocks else None
+        limits = [m for m in [getattr(position, "max_positions", None)]
+                  + [b.mixer.max_positions for b in blocks] if m]
+        self.max_positions: int | None = min(limits) if limits else None
+        self.causal = all(b.mixer.causal for b in blocks)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> BackboneState:
+        return BackboneState(
+            layers=[b.mixer.init_state(batch_size, device, dtype) for b in self.blocks],
+            seen=torch.zeros(batch_size, dtype=torch.long, device=device),
+        )
+
+    def forward(self, inputs: Tensor, state: BackboneState | None = None, *,
+                padding_mask: Tensor | None = None) -> BackboneOutput:
+        """Args: inputs (B, T) ids or (B, T, F) features; padding_mask (B, T) bool, True = real."""
+        x = self.embed(inputs)  # (B, T, D)
+        B, T = x.shape[:2]
+        if self.position is not None:
+            start = state.seen if state is not None else 0
+            x = x + self.position(positions_from_mask(start, B, T, padding_mask, device=x.device))
+        elif self.max_positions is not None:
+            seen = int(state.seen.max()) if state is not None else 0
+            if seen + T > self.max_positions:
+                raise ShapeError(f"sequence length {seen + T} exceeds this model's limit of "
+                                 f"{self.max_positions} positions")
+        x = self.dropout(x)
+        layer_states = state.layers if state is not None else [None] * len(self.blocks)
+        new_states = []
+        for block, s in zip(self.blocks, layer_states):
+            x, s = block(x, s, padding_mask=padding_mask)
+            new_states.append(s)
+        x = self.norm(x)
+        if state is None:
+            return BackboneOutput(x, None)
+        seen = state.seen + (padding_mask.sum(1) if padding_mask is not None else T)
+        return BackboneOutput(x, BackboneState(new_states, seen))

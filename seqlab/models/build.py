@@ -1,0 +1,92 @@
+"""Builders: the only code that reads a ModelConfig and wires blocks from it."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from seqlab.config import ModelConfig, convert
+from seqlab.errors import ConfigError
+from seqlab.models.backbone import Backbone, FeatureProjection, TokenEmbedding
+from seqlab.nn.layers import FFNS, NORMS, Block
+from seqlab.nn.mixers import MIXERS, MixerArgs
+from seqlab.nn.positions import POSITIONS, AbsolutePosition, RelativePosition
+
+
+class OutputHead(nn.Module):
+    """Linear map from hidden states to ``out_features`` (vocabulary logits, classes...).
+
+    With ``tie_to`` the weight is the embedding matrix itself (Press & Wolf, 2017), which
+    saves ``vocab x D`` parameters and usually helps small language models.
+    """
+
+    def __init__(self, d_model: int, out_features: int, *, tie_to: nn.Embedding | None = None):
+        super().__init__()
+        self.proj = nn.Linear(d_model, out_features, bias=False)
+        if tie_to is not None:
+            if tie_to.weight.shape != self.proj.weight.shape:
+                raise ConfigError(f"cannot tie a ({out_features} x {d_model}) head to an "
+                                  f"embedding of shape {tuple(tie_to.weight.shape)}")
+            self.proj.weight = tie_to.weight
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.proj(hidden)
+
+
+def build_options(name: str, cfg: ModelConfig):
+    entry = MIXERS.get(name)
+    return convert(entry.options, cfg.mixer_options.get(name, {}),
+                   f"model.mixer_options.{name}", "config")
+
+
+def build_backbone(cfg: ModelConfig) -> Backbone:
+    """Wire a Backbone from its config (``vocab_size`` or ``input_dim`` must be set)."""
+    d = cfg.d_model
+    position = POSITIONS.get(cfg.position)(d_model=d, d_head=d // cfg.n_heads,
+                                           n_heads=cfg.n_heads,
+                                           context_length=cfg.context_length)
+    relative = position if isinstance(position, RelativePosition) else None
+    absolute = position if isinstance(position, AbsolutePosition) else None
+    norm = NORMS.get(cfg.norm)
+    blocks = []
+    for i, name in enumerate(cfg.mixers):
+        args = MixerArgs(d_model=d, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
+                         causal=cfg.causal, dropout=cfg.dropout,
+                         context_length=cfg.context_length, position=relative, layer_index=i)
+        try:
+            mixer = MIXERS.get(name).build(args, build_options(name, cfg))
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"model layer {i} ({name}): {e}") from None
+        ffn = None if cfg.ffn == "none" else FFNS.get(cfg.ffn)(d, cfg.d_ff, dropout=cfg.dropout)
+        blocks.append(Block(mixer, ffn=ffn, norm=norm, residual=cfg.residual,
+                            dropout=cfg.dropout))
+    if cfg.input == "tokens":
+        if not cfg.vocab_size:
+            raise ConfigError("model.vocab_size is not set (it comes from the tokenizer)")
+        embed = TokenEmbedding(cfg.vocab_size, d)
+    else:
+        embed = FeatureProjection(cfg.input_dim, d)
+    backbone = Backbone(embed, blocks, norm(d), position=absolute, dropout=cfg.dropout)
+    init_weights(backbone, cfg.n_layers)
+    return backbone
+
+
+def init_weights(module: nn.Module, n_layers: int) -> None:
+    """GPT-2 style init: N(0, 0.02) for linear and embedding weights, zero biases, and
+    residual output projections scaled by 1/sqrt(2 n_layers) so the residual stream's
+    variance does not grow with depth. Recurrent kernels keep torch's init."""
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.RNNBase,)):
+            continue
+        if isinstance(m, nn.Linear):
+            std = 0.02
+            if name.endswith(("out_proj", "down")):
+                std /= math.sqrt(2 * n_layers)
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)

@@ -1,0 +1,212 @@
+"""Multi-head self-attention with a key/value cache as its streaming state.
+
+The layer (projections, positions, cache) is kept apart from the *kernel* that
+combines q, k and v: ``sdpa`` is torch's fused scaled_dot_product_attention,
+``naive`` the explicit softmax(QK^T / sqrt(Dh)) V reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqlab.nn.mixer import Mixer, masked_fill_padding, warn_once
+from seqlab.nn.positions import RelativePosition, positions_from_mask
+from seqlab.registry import Registry
+
+ATTENTION_KERNELS: Registry = Registry("attention kernel")
+
+
+def sdpa_kernel(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool,
+                dropout: float) -> Tensor:
+    """torch's fused attention. q: (B, H, Tq, Dh); k, v: (B, Hkv, Tk, Dh); mask: bool
+    (True = may attend) or float bias, broadcastable to (B, H, Tq, Tk)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                          dropout_p=dropout, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def naive_kernel(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool,
+                 dropout: float) -> Tensor:
+    """Explicit softmax(QK^T / sqrt(Dh)) V, the reference for the fused kernel."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)  # (B, H, Tk, Dh)
+        v = v.repeat_interleave(groups, dim=1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+    if is_causal:
+        tq, tk = scores.shape[-2:]
+        mask = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril(tk - tq)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    weights = F.dropout(scores.softmax(-1), p=dropout)
+    return weights @ v
+
+
+ATTENTION_KERNELS.add("sdpa", sdpa_kernel)
+ATTENTION_KERNELS.add("naive", naive_kernel)
+
+
+@dataclass
+class KVCache:
+    """Streaming state of an attention layer.
+
+    Buffers grow by doubling, so appending a token is amortised O(1). The cache is
+    updated in place and returned; a state passed to ``forward`` must not be reused.
+
+    Shapes:
+        k, v: (B, Hkv, capacity, Dh); key_mask, key_pos: (B, capacity);
+        seen: (B,) real tokens so far (the position offset of the next token).
+    """
+
+    k: Tensor | None
+    v: Tensor | None
+    key_mask: Tensor | None
+    key_pos: Tensor | None
+    seen: Tensor
+    length: int = 0
+    has_padding: bool = False
+
+    def append(self, k: Tensor, v: Tensor, mask: Tensor, pos: Tensor) -> None:
+        B, Hkv, T, Dh = k.shape
+        needed = self.length + T
+        if self.k is None or needed > self.k.shape[2]:
+            capacity = max(needed, 2 * (self.k.shape[2] if self.k is not None else 0), 16)
+            new_k = k.new_empty(B, Hkv, capacity, Dh)
+            new_v = v.new_empty(B, Hkv, capacity, Dh)
+            new_mask = mask.new_zeros(B, capacity)
+            new_pos = pos.new_zeros(B, capacity)
+            if self.k is not None:
+                new_k[:, :, : self.length] = self.k[:, :, : self.length]
+                new_v[:, :, : self.length] = self.v[:, :, : self.length]
+                new_mask[:, : self.length] = self.key_mask[:, : self.length]
+                new_pos[:, : self.length] = self.key_pos[:, : self.length]
+            self.k, self.v, self.key_mask, self.key_pos = new_k, new_v, new_mask, new_pos
+        self.k[:, :, self.length: needed] = k.to(self.k.dtype)
+        self.v[:, :, self.length: needed] = v.to(self.v.dtype)
+        self.key_mask[:, self.length: needed] = mask
+        self.key_pos[:, self.length: needed] = pos
+        self.length = needed
+
+    def reorder(self, index: Tensor) -> None:
+        """Select batch rows (beam search, finished sequences)."""
+        for name in ("k", "v", "key_mask", "key_pos"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.index_select(0, index))
+        self.seen = self.seen.index_select(0, index)
+
+
+class Attention(Mixer):
+    """Multi-head self-attention (causal or bidirectional) with grouped-query option.
+
+    Args:
+        d_model: model width D.
+        n_heads: query heads H (D must divide by H).
+        n_kv_heads: key/value heads (grouped-query attention); defaults to ``n_heads``.
+        causal: mask future positions and allow a streaming state.
+        position: a relative position module (rope, alibi) or None.
+        kernel: ``sdpa`` (fused) or ``naive`` (reference, warns once: slow).
+        dropout: attention-weight dropout during training.
+        bias: whether the projections have biases.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None,
+                 causal: bool = True, position: nn.Module | None = None, kernel: str = "sdpa",
+                 dropout: float = 0.0, bias: bool = True):
+        super().__init__(d_model)
+        n_kv_heads = n_kv_heads or n_heads
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv_heads})")
+        self.causal = causal
+        self.n_heads, self.n_kv_heads, self.d_head = n_heads, n_kv_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.kv_proj = nn.Linear(d_model, 2 * n_kv_heads * self.d_head, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.position = position if isinstance(position, RelativePosition) else None
+        self.kernel_name = kernel
+        self.kernel = ATTENTION_KERNELS.get(kernel)
+        self.dropout = dropout
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> KVCache:
+        return KVCache(None, None, None, None,
+                       seen=torch.zeros(batch_size, dtype=torch.long, device=device))
+
+    def forward(self, x: Tensor, state: KVCache | None = None, *,
+                padding_mask: Tensor | None = None) -> tuple[Tensor, KVCache | None]:
+        self.check_input(x, state, padding_mask)
+        B, T, _ = x.shape
+        if padding_mask is not None and bool(padding_mask.all()):
+            padding_mask = None
+        x = masked_fill_padding(x, padding_mask)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, Dh)
+        k, v = self.kv_proj(x).view(B, T, 2, self.n_kv_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        # k, v: (B, Hkv, T, Dh)
+
+        start = state.seen if state is not None else 0
+        pos = positions_from_mask(start, B, T, padding_mask, device=x.device)  # (B, T)
+        if self.position is not None:
+            q, k = self.position.rotate(q, k, pos)
+
+        query_mask = padding_mask
+        offset = 0
+        if state is not None:
+            offset = state.length
+            real = padding_mask if padding_mask is not None else torch.ones(
+                B, T, dtype=torch.bool, device=x.device)
+            state.append(k, v, real, pos)
+            state.has_padding = state.has_padding or padding_mask is not None
+            state.seen = state.seen + real.sum(1)
+            k, v = state.k[:, :, : state.length], state.v[:, :, : state.length]
+            key_mask = state.key_mask[:, : state.length] if state.has_padding else None
+            key_pos = state.key_pos[:, : state.length]
+        else:
+            key_mask, key_pos = padding_mask, pos
+
+        y = self._attend(q, k, v, pos, key_pos, key_mask, query_mask, offset)
+        y = self.out_proj(y.transpose(1, 2).reshape(B, T, self.d_model))  # (B, T, D)
+        return masked_fill_padding(y, query_mask), state
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor,
+                key_mask: Tensor | None, query_mask: Tensor | None, offset: int) -> Tensor:
+        """Combine q (B, H, Tq, Dh) with k, v (B, Hkv, Tk, Dh) under causal/padding masks."""
+        Tq, Tk = q.shape[2], k.shape[2]
+        bias = self.position.bias(q_pos, k_pos) if self.position is not None else None
+        dropout = self.dropout if self.training else 0.0
+        if self.kernel_name != "sdpa":
+            warn_once(f"attention-kernel-{self.kernel_name}",
+                      f"attention kernel {self.kernel_name!r} is the slow reference path; "
+                      "use kernel 'sdpa' for torch's fused attention")
+
+        mask = None
+        if key_mask is not None:
+            mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
+        causal_square = self.causal and offset == 0 and Tq == Tk
+        if self.causal and Tq > 1 and (mask is not None or bias is not None or not causal_square):
+            # Query i sits at cache slot offset + i and sees slots up to it.
+            allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(offset)
+            mask = allowed if mask is None else mask & allowed
+        if mask is None and bias is None:
+            return self.kernel(q, k, v, mask=None, is_causal=causal_square and Tq > 1,
+                               dropout=dropout)
+
+        if mask is not None:
+            # A query with no visible key (e.g. a padded slot) would give NaN: let it see
+            # every key, then zero its output, so values and gradients stay finite.
+            mask = mask.expand(q.shape[0], 1, Tq, Tk)
+            has_key = mask.any(-1, keepdim=True)  # (B, 1, Tq, 1)
+            mask = mask | ~has_key
+        if bias is not None:
+            bias = bias.to(q.dtype)
+            attn = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        else:
+            attn = mask
+        y = self.kernel(q, k, v, mask=attn, is_causal=False, dropout=dropout)
+        if mask is not None:
+            y = y * has_key.to(y.dtype)
+        return y

@@ -1,0 +1,88 @@
+"""The mixer protocol shared by every sequence layer (DESIGN.md §1).
+
+A mixer maps ``(B, T, D) -> (B, T, D)``. Called with ``state=None`` it is a plain
+parallel pass over the whole sequence; called with a state it continues from that
+state and returns the new one, which serves prefill, decoding (T = 1) and chunked
+streaming alike. Causal mixers obey: one pass over a sequence equals any split of it
+into chunks threaded through the state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.errors import ShapeError, StateError
+
+logger = logging.getLogger("seqlab")
+
+State = Any
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process.
+
+    Used for the declared fast path: a layer that falls back to a slower
+    implementation says so once, with the reason, instead of silently running slow.
+    """
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message)
+
+
+class Mixer(nn.Module):
+    """Base class of all mixers.
+
+    Subclasses set ``causal`` and implement ``init_state`` and ``forward``.
+    ``max_positions`` is the longest sequence the mixer accepts (None: unbounded).
+    """
+
+    causal: bool = True
+    max_positions: int | None = None
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        if d_model <= 0:
+            raise ValueError(f"d_model must be positive, got {d_model}")
+        self.d_model = d_model
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> State:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State = None, *,
+                padding_mask: Tensor | None = None) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def check_input(self, x: Tensor, state: State, padding_mask: Tensor | None) -> None:
+        """Raise seqlab errors for inputs the mixer cannot take (shape, mask, state)."""
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ShapeError(
+                f"{type(self).__name__} expects input of shape (batch, time, {self.d_model}), "
+                f"got {tuple(x.shape)}"
+            )
+        if padding_mask is not None:
+            if padding_mask.shape != x.shape[:2]:
+                raise ShapeError(
+                    f"padding_mask must have shape (batch, time) = {tuple(x.shape[:2])}, "
+                    f"got {tuple(padding_mask.shape)}"
+                )
+            if padding_mask.dtype != torch.bool:
+                raise ShapeError(f"padding_mask must be a bool tensor (True = real token), "
+                                 f"got dtype {padding_mask.dtype}")
+        if state is not None and not self.causal:
+            raise StateError(
+                f"{type(self).__name__} is bidirectional (causal=False) and cannot carry a "
+                "streaming state; run it on whole sequences with state=None"
+            )
+
+
+def masked_fill_padding(x: Tensor, padding_mask: Tensor | None) -> Tensor:
+    """Zero the padded positions of ``x`` (B, T, D) so nothing stored there can leak."""
+    if padding_mask is None:
+        return x
+    return x.masked_fill(~padding_mask.unsqueeze(-1), 0.0)

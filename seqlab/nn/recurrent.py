@@ -1,0 +1,146 @@
+"""Recurrent mixers (Elman RNN, LSTM, GRU) on torch's fused multi-layer kernels.
+
+Causal mixers run left to right and carry the hidden (and cell) state; non-causal
+ones are bidirectional with half the width per direction. Padding of any pattern is
+handled by packing: each sequence's real tokens are moved to the front, run through
+the packed kernel, and scattered back, so a padded sequence gives exactly what it
+gives alone and its state skips the padding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqlab.nn.mixer import Mixer, masked_fill_padding, warn_once
+
+_KERNELS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+IMPLS = ("fused", "loop")
+
+
+class RecurrentMixer(Mixer):
+    """A stack of ``num_layers`` recurrent layers as one mixer.
+
+    Args:
+        d_model: input and output width D.
+        cell: ``rnn`` (tanh), ``lstm`` or ``gru``.
+        num_layers: layers inside the fused kernel (a classic stacked RNN).
+        dropout: dropout between the stacked layers.
+        causal: unidirectional with a streaming state; otherwise bidirectional
+            (D must be even: each direction has D/2 units).
+        impl: ``fused`` (torch kernel) or ``loop`` (per-step cells; slow, warns once).
+
+    State: ``(h,)`` for rnn/gru, ``(h, c)`` for lstm; each (num_layers, B, D).
+    """
+
+    def __init__(self, d_model: int, cell: str, *, num_layers: int = 1, dropout: float = 0.0,
+                 causal: bool = True, impl: str = "fused"):
+        super().__init__(d_model)
+        if cell not in _KERNELS:
+            raise ValueError(f"unknown recurrent cell {cell!r}; valid: {sorted(_KERNELS)}")
+        if impl not in IMPLS:
+            raise ValueError(f"recurrent impl must be one of {IMPLS}, got {impl!r}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not causal and d_model % 2:
+            raise ValueError(f"a bidirectional {cell} needs an even d_model, got {d_model}")
+        if not causal and impl == "loop":
+            raise ValueError("impl 'loop' is unidirectional only; use impl 'fused'")
+        self.cell, self.causal, self.impl, self.num_layers = cell, causal, impl, num_layers
+        hidden = d_model if causal else d_model // 2
+        self.rnn = _KERNELS[cell](d_model, hidden, num_layers=num_layers, batch_first=True,
+                                  dropout=dropout if num_layers > 1 else 0.0,
+                                  bidirectional=not causal)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> tuple[Tensor, ...]:
+        h = torch.zeros(self.num_layers, batch_size, self.d_model, device=device,
+                        dtype=dtype or self.rnn.weight_ih_l0.dtype)
+        return (h, h.clone()) if self.cell == "lstm" else (h,)
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None, *,
+                padding_mask: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        self.check_input(x, state, padding_mask)
+        if padding_mask is not None and bool(padding_mask.all()):
+            padding_mask = None
+        hx = None
+        if state is not None:
+            hx = tuple(s.to(x.dtype) for s in state)
+        if self.impl == "loop":
+            warn_once("recurrent-loop", f"{self.cell} impl 'loop' runs one Python step per "
+                      "token instead of torch's fused kernel; use impl 'fused' for speed")
+            y, new = self._loop(x, hx, padding_mask)
+        elif padding_mask is None:
+            y, new = self.rnn(x, self._kernel_hx(hx))
+        else:
+            y, new = self._packed(x, hx, padding_mask)
+        if state is None:
+            return y, None
+        new = new if isinstance(new, tuple) else (new,)
+        return y, new
+
+    def _kernel_hx(self, hx):
+        if hx is None:
+            return None
+        return hx if self.cell == "lstm" else hx[0]
+
+    def _packed(self, x: Tensor, hx, padding_mask: Tensor):
+        B, T, D = x.shape
+        lengths = padding_mask.sum(1)  # (B,)
+        # Stable sort puts each row's real tokens first, in their original order.
+        order = torch.sort((~padding_mask).to(torch.int8), dim=1, stable=True).indices  # (B, T)
+        gather = order.unsqueeze(-1).expand(B, T, D)
+        packed = pack_padded_sequence(x.gather(1, gather), lengths.clamp(min=1).cpu(),
+                                      batch_first=True, enforce_sorted=False)
+        out, new = self.rnn(packed, self._kernel_hx(hx))
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D)
+        y = torch.zeros_like(out).scatter(1, gather, out)
+        y = masked_fill_padding(y, padding_mask)
+        empty = lengths == 0
+        if bool(empty.any()):  # a row with no real token keeps its incoming state
+            new = new if isinstance(new, tuple) else (new,)
+            old = hx if hx is not None else tuple(torch.zeros_like(s) for s in new)
+            new = tuple(torch.where(empty.view(1, B, 1), o, n) for o, n in zip(old, new))
+        return y, new
+
+    def _loop(self, x: Tensor, hx, padding_mask: Tensor | None):
+        """Step-by-step reference with the same weights (torch cell equations)."""
+        B, T, _ = x.shape
+        if hx is None:
+            hx = self.init_state(B, x.device, x.dtype)
+        hs = [list(s.unbind(0)) for s in hx]  # per state tensor, per layer: (B, D)
+        outputs = []
+        for t in range(T):
+            inp = x[:, t]
+            keep = None if padding_mask is None else padding_mask[:, t].unsqueeze(-1)
+            for layer in range(self.num_layers):
+                prev = tuple(s[layer] for s in hs)
+                cur = self._cell_step(layer, inp, prev)
+                if keep is not None:
+                    cur = tuple(torch.where(keep, c, p) for c, p in zip(cur, prev))
+                for s, c in zip(hs, cur):
+                    s[layer] = c
+                inp = cur[0]
+                if layer < self.num_layers - 1 and self.training and self.rnn.dropout:
+                    inp = nn.functional.dropout(inp, self.rnn.dropout)
+            outputs.append(inp if keep is None else inp * keep)
+        new = tuple(torch.stack(s, 0) for s in hs)
+        return torch.stack(outputs, 1), new
+
+    def _cell_step(self, layer: int, x: Tensor, prev: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        w_ih, w_hh = getattr(self.rnn, f"weight_ih_l{layer}"), getattr(self.rnn, f"weight_hh_l{layer}")
+        b_ih, b_hh = getattr(self.rnn, f"bias_ih_l{layer}"), getattr(self.rnn, f"bias_hh_l{layer}")
+        gi = nn.functional.linear(x, w_ih, b_ih)
+        gh = nn.functional.linear(prev[0], w_hh, b_hh)
+        if self.cell == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * prev[1] + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+        if self.cell == "gru":
+            ir, iz, i_n = gi.chunk(3, dim=-1)
+            hr, hz, h_n = gh.chunk(3, dim=-1)
+            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+            n = torch.tanh(i_n + r * h_n)
+            return ((1 - z) * n + z * prev[0],)
+        return (torch.tanh(gi + gh),)

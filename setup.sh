@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install seqlab and what it needs into the current Python (python3, or $PYTHON).
+# torch==2.13.0 (a CPU build) is installed only when torch is missing: a bare
+# `pip install torch` would pull gigabytes of CUDA packages.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+extras=${SEQLAB_EXTRAS:-dev}
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "setup: installing torch==2.13.0 (CPU build)"
+  "$PY" -m pip install -q "torch==2.13.0"
+fi
+"$PY" -m pip install -q -e ".[${extras}]"
+command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
+echo "setup: seqlab $("$PY" -c 'import seqlab; print(seqlab.__version__)') ready (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
