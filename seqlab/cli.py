@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("seqlab").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _train(args, config) -> int:
@@ -99,7 +99,7 @@ def cmd_quickstart(args) -> int:
     if code == 0:
         run = seqlab.load(args.out)
         print("sample:", run.generate("def ", max_new_tokens=200, temperature=0.8, top_k=40, seed=0))
-        print(f"next: seqlab generate {args.out} --prompt 'import ' | seqlab eval {args.out}")
+        print(f"next: seqlab generate {args.out} --prompt 'import '   or   seqlab eval {args.out}")
     return code
 
 

@@ -215,7 +215,7 @@ class Trainer:
             with self.autocast() if self.autocast else contextlib.nullcontext():
                 loss, items = self.task.loss(self.model, batch)
             (loss / cfg.grad_accum).backward()
-            total_loss += float(loss) / cfg.grad_accum
+            total_loss += float(loss.detach()) / cfg.grad_accum
             total_items += items
         if not math.isfinite(total_loss):
             self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,590 @@
+"""Checkpoints you can trust: safetensors only, checksummed, committed by rename.
+
+Two rules shape this module:
+
+* **Nothing is ever unpickled.** ``torch.load`` runs arbitrary code from the file
+  (a pickle's ``__reduce__`` can call any function), so weights *and* trainer state
+  (optimizer, RNG, counters) are stored as safetensors plus a JSON skeleton
+  (:func:`flatten_state`). A pickle or ``torch.save`` archive is recognised by its
+  magic bytes and refused before any parser sees it.
+* **A crash at any instant leaves a usable checkpoint.** A step is written into a
+  ``.tmp-`` directory, every file is fsynced, ``manifest.json`` (sizes and sha256 of
+  every file) is written last, and only then is the directory renamed to
+  ``step-NNNNNNNN``. Loading verifies the manifest and falls back to the previous
+  step when the newest one is torn or corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+from seqlab.errors import CheckpointError
+from seqlab.io import TMP_PREFIX, atomic_write, fsync_dir, is_disk_full
+
+logger = logging.getLogger(__name__)
+
+_SHA_KEY = "seqlab.sha256"
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+_PICKLE_MAGIC = b"\x80"  # PROTO opcode that opens every pickle of protocol >= 2
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) archive
+_CHUNK = 1 << 20
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.safetensors"
+SKELETON_FILE = "state.json"
+_REQUIRED = (MODEL_FILE, STATE_FILE, SKELETON_FILE)
+_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _prepare(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """CPU, contiguous, detached copies safetensors accepts.
+
+    Moving to CPU first means a run saved on GPU loads anywhere. safetensors refuses
+    tensors that share memory (it cannot tell a tie from an accident), so a tensor
+    whose storage was already seen is cloned; callers should pass each tie once.
+    """
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for name, t in tensors.items():
+        if not isinstance(name, str) or not isinstance(t, Tensor):
+            raise TypeError(f"weights must map str to Tensor; got {name!r}: {type(t).__name__}")
+        t = t.detach().to("cpu").contiguous()
+        if t.numel():
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:
+                t = t.clone()
+            else:
+                seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def _data_start(blob: bytes) -> int:
+    return 8 + int.from_bytes(blob[:8], "little")
+
+
+def _serialize_weights(tensors: dict[str, Tensor], metadata: dict[str, str] | None) -> bytes:
+    """safetensors bytes whose metadata carries the sha256 of the data section.
+
+    The data section does not depend on the metadata (only the header does), so the
+    tensors are serialized once without it to hash the data, then again with it.
+    """
+    meta = dict(metadata or {})
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"checkpoint metadata must map str to str; got {key!r}: {value!r}")
+    if _SHA_KEY in meta:
+        raise ValueError(f"metadata key {_SHA_KEY!r} is reserved for the checksum")
+    prepared = _prepare(tensors)
+    blob = safetensors.torch.save(prepared)
+    meta[_SHA_KEY] = hashlib.sha256(memoryview(blob)[_data_start(blob):]).hexdigest()
+    del blob
+    return safetensors.torch.save(prepared, metadata=meta)
+
+
+def save_weights(path: str | os.PathLike, tensors: dict[str, Tensor],
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` to a safetensors file atomically, with a data checksum.
+
+    Args:
+        path: target file; written via a ``.tmp-`` file and renamed, so a crash
+            leaves the old file or the new one.
+        tensors: name -> tensor, each storage once (tied weights under one name).
+        metadata: extra str -> str pairs stored in the header.
+    """
+    atomic_write(path, _serialize_weights(tensors, metadata))
+
+
+def _refuse_pickle(path: Path, head: bytes) -> None:
+    """Refuse pickles and torch.save archives by their first bytes, before any parsing.
+
+    A safetensors file starts with a u64 header length whose low byte may happen to be
+    0x80, so a file whose byte 8 opens the JSON header (``{``) is taken as safetensors.
+    """
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= _MAX_HEADER:
+        return
+    if head.startswith(_PICKLE_MAGIC) or head.startswith(_ZIP_MAGIC):
+        raise CheckpointError(
+            f"{path} is not a safetensors file (it looks like a Python pickle / torch.save "
+            "archive); seqlab never unpickles files, because loading a pickle can run "
+            "arbitrary code. Convert it with code you trust (safetensors.torch.save_file)."
+        )
+
+
+def _read_weights(path: Path, *, device: str | torch.device, verify: bool
+                  ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a safetensors file")
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+        _refuse_pickle(path, head)
+        if len(head) < 8:
+            raise CheckpointError(f"{path} is truncated: {size} bytes, too short for a "
+                                  "safetensors header (at least 8 bytes)")
+        n = int.from_bytes(head[:8], "little")
+        if n > _MAX_HEADER:
+            raise CheckpointError(f"{path} has a corrupt header: its length field reads {n} bytes")
+        if 8 + n > size:
+            raise CheckpointError(f"{path} is truncated: expected at least {8 + n} bytes "
+                                  f"(header alone), found {size}")
+        f.seek(8)
+        try:
+            header = json.loads(f.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("not a JSON object")
+            meta = header.pop("__metadata__", None) or {}
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise ValueError("__metadata__ is not a str -> str map")
+            end = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise CheckpointError(f"{path} has a corrupt header ({exc})") from None
+        data_size = size - 8 - n
+        if data_size < end:
+            raise CheckpointError(f"{path} is truncated: expected {8 + n + end} bytes, "
+                                  f"found {size}")
+        if data_size > end:
+            raise CheckpointError(f"{path} is corrupt: {data_size - end} bytes follow its "
+                                  "last tensor")
+        expected = meta.pop(_SHA_KEY, None)
+        if verify and expected is not None:
+            digest = hashlib.sha256()
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+            if digest.hexdigest() != expected:
+                raise CheckpointError(f"{path} is corrupt: its data does not match the "
+                                      "checksum written with it")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as st:
+            tensors = {name: st.get_tensor(name) for name in st.keys()}
+    except Exception as exc:  # safetensors' own error type carries the detail
+        raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from None
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        tensors = {name: t.to(dev) for name, t in tensors.items()}
+    return tensors, meta
+
+
+def load_weights(path: str | os.PathLike, *, device: str | torch.device = "cpu"
+                 ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a safetensors file written by :func:`save_weights` (or any safetensors file).
+
+    Never unpickles: pickles and ``torch.save`` archives are refused by their magic
+    bytes. When the file carries a ``seqlab.sha256`` checksum it is verified.
+
+    Returns:
+        ``(tensors, metadata)``; metadata without the checksum key.
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, a pickle, truncated,
+            has a corrupt header, or fails its checksum.
+    """
+    return _read_weights(Path(path), device=device, verify=True)
+
+
+# ----------------------------------------------------------------------------- state
+
+_TENSOR, _TUPLE, _DICT, _FLOAT = "__tensor__", "__tuple__", "__dict__", "__float__"
+_MARKERS = frozenset((_TENSOR, _TUPLE, _DICT, _FLOAT))
+_CANONICAL_NAN = struct.pack(">d", math.nan)
+
+
+def _encode_float(x: float) -> Any:
+    """Finite floats are plain JSON; others are tagged so state.json stays strict JSON."""
+    if math.isfinite(x):
+        return x
+    if math.isinf(x):
+        return {_FLOAT: "inf" if x > 0 else "-inf"}
+    bits = struct.pack(">d", x)
+    return {_FLOAT: "nan" if bits == _CANONICAL_NAN else "nan:" + bits.hex()}
+
+
+def _decode_float(tag: str) -> float:
+    if tag.startswith("nan:"):
+        return struct.unpack(">d", bytes.fromhex(tag[4:]))[0]
+    return float(tag)
+
+
+def flatten_state(obj: Any) -> tuple[dict[str, Tensor], Any]:
+    """Split nested state into tensors (for safetensors) and a JSON-able skeleton.
+
+    Handles what trainer state holds: dicts (keys may be str, int, bool, float, None or
+    tuples of those; optimizer state dicts key by int parameter id), lists, tuples,
+    tensors, ints, floats, bools, str and None. Tensors become ``{"__tensor__": key}``
+    keyed by their path; tuples ``{"__tuple__": [...]}``; dicts with non-str keys
+    ``{"__dict__": [[key, value], ...]}`` so key types survive JSON; non-finite floats
+    ``{"__float__": "nan"}``. Subclasses (IntEnum, namedtuple, numpy floats) come back
+    as the plain built-in type.
+
+    Returns:
+        ``(tensors, skeleton)``; :func:`unflatten_state` inverts it exactly.
+
+    Raises:
+        TypeError: for a value of any other type, naming its path.
+    """
+    tensors: dict[str, Tensor] = {}
+
+    def encode(x: Any, path: str, allow_tensor: bool = True) -> Any:
+        if isinstance(x, Tensor):
+            if not allow_tensor:
+                raise TypeError(f"state at {path or '<root>'}: a tensor cannot be a dict key")
+            key, i = path or "root", 1
+            while key in tensors:
+                key, i = f"{path or 'root'}#{i}", i + 1
+            tensors[key] = x
+            return {_TENSOR: key}
+        if x is None or isinstance(x, bool):
+            return x
+        if isinstance(x, int):
+            return int(x)
+        if isinstance(x, float):
+            return _encode_float(float(x))
+        if isinstance(x, str):
+            return str(x)
+        if isinstance(x, list):
+            return [encode(v, f"{path}/{i}", allow_tensor) for i, v in enumerate(x)]
+        if isinstance(x, tuple):
+            return {_TUPLE: [encode(v, f"{path}/{i}", allow_tensor) for i, v in enumerate(x)]}
+        if isinstance(x, dict) and allow_tensor:
+            if all(type(k) is str for k in x) and not _MARKERS.intersection(x):
+                return {k: encode(v, f"{path}/{k}") for k, v in x.items()}
+            return {_DICT: [[encode(k, f"{path}/{k}", False), encode(v, f"{path}/{k}")]
+                            for k, v in x.items()]}
+        raise TypeError(f"state at {path or '<root>'} has type {type(x).__name__}, which "
+                        "checkpoints cannot store (use tensors, numbers, str, None, "
+                        "lists, tuples and dicts)")
+
+    return tensors, encode(obj, "")
+
+
+def unflatten_state(tensors: dict[str, Tensor], skeleton: Any) -> Any:
+    """Rebuild what :func:`flatten_state` split, with the same types, keys and order.
+
+    Raises:
+        CheckpointError: when the skeleton names a tensor that is missing or is malformed.
+    """
+
+    def decode(x: Any) -> Any:
+        if isinstance(x, list):
+            return [decode(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if len(x) == 1:
+            (tag, value), = x.items()
+            if tag == _TENSOR:
+                if value not in tensors:
+                    raise CheckpointError(f"state refers to tensor {value!r}, which is not "
+                                          "among the saved tensors")
+                return tensors[value]
+            if tag == _TUPLE:
+                return tuple(decode(v) for v in value)
+            if tag == _DICT:
+                return {decode(k): decode(v) for k, v in value}
+            if tag == _FLOAT:
+                return _decode_float(value)
+        return {k: decode(v) for k, v in x.items()}
+
+    try:
+        return decode(skeleton)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"state skeleton is malformed ({exc})") from None
+
+
+# --------------------------------------------------------------------------- manager
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync one file of a checkpoint (the seam tests patch to inject crashes)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+@dataclass
+class Checkpoint:
+    """One verified, loaded checkpoint.
+
+    Attributes:
+        step: the training step it was saved at.
+        path: the committed ``step-NNNNNNNN`` directory.
+        model: model weights, on the requested device.
+        state: the nested trainer state given to ``save()``; its tensors are on CPU
+            (``Optimizer.load_state_dict`` moves them to the parameters' device, and
+            RNG states must be CPU byte tensors).
+        metadata: the str -> str metadata given to ``save()``.
+    """
+
+    step: int
+    path: Path
+    model: dict[str, Tensor]
+    state: Any
+    metadata: dict
+
+
+class _Unusable(Exception):
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+class CheckpointManager:
+    """Writes, prunes and loads the step checkpoints of one run (``RUN/trainer``).
+
+    Args:
+        directory: where ``step-NNNNNNNN`` directories live.
+        keep: how many committed checkpoints to retain (at least 1). Keeping two means
+            a checkpoint corrupted after it was written still leaves one to resume from.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 2) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def _step_dir(self, step: int) -> Path:
+        return self.directory / f"step-{step:08d}"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Committed ``step-NNNNNNNN`` directories, newest first (not verified)."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for entry in self.directory.iterdir():
+            match = _STEP_DIR.match(entry.name)
+            if match and entry.is_dir():
+                found.append((int(match.group(1)), entry))
+        return sorted(found, key=lambda item: item[0], reverse=True)
+
+    def latest_step(self) -> int | None:
+        """Step of the newest directory with a manifest (cheap; contents not verified)."""
+        for step, path in self.checkpoints():
+            if (path / MANIFEST).is_file():
+                return step
+        return None
+
+    def clean_stale(self) -> list[Path]:
+        """Remove ``.tmp-`` leftovers of a save that crashed; returns what was removed.
+
+        Call it at start-up, while no other process saves into this directory: a save
+        in progress is a ``.tmp-`` directory too.
+        """
+        if not self.directory.is_dir():
+            return []
+        removed = []
+        for entry in sorted(self.directory.iterdir()):
+            if entry.name.startswith(TMP_PREFIX):
+                try:
+                    _remove(entry)
+                except OSError as exc:
+                    logger.warning("could not remove stale %s: %s", entry, exc)
+                    continue
+                removed.append(entry)
+        if removed:
+            logger.warning("removed leftovers of an interrupted checkpoint save in %s: %s",
+                           self.directory, ", ".join(p.name for p in removed))
+        return removed
+
+    def save(self, step: int, *, model: dict[str, Tensor], state: Any,
+             metadata: dict[str, str] | None = None) -> Path:
+        """Write checkpoint ``step`` and commit it by renaming its directory into place.
+
+        Args:
+            step: the training step (>= 0); a checkpoint already at this step is replaced.
+            model: model weights, each storage once.
+            state: nested trainer state (optimizer state dict, RNG states, counters);
+                see :func:`flatten_state` for what it may hold.
+            metadata: str -> str pairs stored in ``model.safetensors``.
+
+        Returns:
+            The committed ``step-NNNNNNNN`` directory.
+
+        Raises:
+            CheckpointError: when the file system fails (disk full, permissions); the
+                partial write is removed and earlier checkpoints are untouched.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        final = self._step_dir(step)
+        tmp = self.directory / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+        previous = self.latest_step()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                _remove(tmp)
+            tmp.mkdir()
+            files: dict[str, dict[str, Any]] = {}
+
+            def put(name: str, data: bytes) -> None:
+                _write_file(tmp / name, data)
+                files[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+            put(MODEL_FILE, _serialize_weights(model, metadata))
+            tensors, skeleton = flatten_state(state)
+            put(STATE_FILE, _serialize_weights(tensors, None))
+            put(SKELETON_FILE, json.dumps({"format": "seqlab-state", "version": 1,
+                                           "skeleton": skeleton}, allow_nan=False).encode())
+            manifest = {"format": "seqlab-checkpoint", "version": 1, "step": step, "files": files}
+            _write_file(tmp / MANIFEST, json.dumps(manifest, indent=2).encode())
+            fsync_dir(tmp)
+            self._commit(tmp, final)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not isinstance(exc, OSError):
+                raise
+            why = "no space left on device" if is_disk_full(exc) else (exc.strerror or str(exc))
+            if exc.filename and not is_disk_full(exc):
+                why += f" ({exc.filename})"
+            kept = ("there is no previous checkpoint" if previous is None else
+                    f"the previous checkpoint (step {previous}) is untouched")
+            raise CheckpointError(f"could not write checkpoint for step {step} to "
+                                  f"{self.directory}: {why}; {kept}") from exc
+        logger.info("saved checkpoint %s", final)
+        self._prune(keep_path=final)
+        return final
+
+    def _commit(self, tmp: Path, final: Path) -> None:
+        """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside, not overwritten.
+
+        POSIX cannot rename a directory over a non-empty one, so the old one is renamed
+        to a ``.tmp-`` name first (``clean_stale`` removes it if we crash right there).
+        """
+        if not final.exists():
+            os.rename(tmp, final)
+            fsync_dir(self.directory)
+            return
+        aside = self.directory / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
+        if aside.exists():
+            _remove(aside)
+        os.rename(final, aside)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            os.rename(aside, final)
+            raise
+        fsync_dir(self.directory)
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def _prune(self, keep_path: Path) -> None:
+        """Delete committed checkpoints beyond the newest ``keep`` (never the one just saved)."""
+        for _, path in self.checkpoints()[self.keep:]:
+            if path == keep_path:
+                continue
+            try:
+                shutil.rmtree(path)
+                logger.info("pruned old checkpoint %s", path)
+            except OSError as exc:
+                logger.warning("could not prune old checkpoint %s: %s", path, exc)
+
+    def _verify(self, step: int, path: Path) -> None:
+        """Check the manifest and every file's size and sha256, or raise _Unusable."""
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise _Unusable("incomplete", f"no {MANIFEST}; its write was interrupted")
+        try:
+            manifest = json.loads(manifest_path.read_bytes())
+            files = manifest["files"]
+            if manifest.get("format") != "seqlab-checkpoint" or not isinstance(files, dict):
+                raise ValueError("not a seqlab checkpoint manifest")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _Unusable("corrupt", f"{MANIFEST} is unreadable: {exc}") from None
+        if manifest.get("step") != step:
+            raise _Unusable("corrupt", f"{MANIFEST} says step {manifest.get('step')!r}")
+        for name in _REQUIRED:
+            if name not in files:
+                raise _Unusable("corrupt", f"{MANIFEST} does not list {name}")
+        for name, entry in files.items():
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise _Unusable("corrupt", f"{MANIFEST} lists a bad file name {name!r}")
+            file = path / name
+            if not file.is_file():
+                raise _Unusable("corrupt", f"{name}: missing")
+            try:
+                size, sha = int(entry["size"]), str(entry["sha256"])
+            except (TypeError, KeyError, ValueError):
+                raise _Unusable("corrupt", f"{MANIFEST} entry for {name} is malformed") from None
+            actual = file.stat().st_size
+            if actual != size:
+                raise _Unusable("corrupt", f"{name}: {actual} bytes, manifest says {size}")
+            if _sha256_file(file) != sha:
+                raise _Unusable("corrupt", f"{name}: sha256 mismatch")
+
+    def _load(self, step: int, path: Path, device: str | torch.device) -> Checkpoint:
+        self._verify(step, path)
+        try:
+            # The manifest's sha256 already covered every byte of these files.
+            model, metadata = _read_weights(path / MODEL_FILE, device=device, verify=False)
+            tensors, _ = _read_weights(path / STATE_FILE, device="cpu", verify=False)
+            doc = json.loads((path / SKELETON_FILE).read_bytes())
+            if not isinstance(doc, dict) or doc.get("format") != "seqlab-state":
+                raise CheckpointError(f"{SKELETON_FILE} is not a seqlab state file")
+            state = unflatten_state(tensors, doc["skeleton"])
+        except (CheckpointError, ValueError, KeyError) as exc:
+            raise _Unusable("corrupt", str(exc)) from None
+        return Checkpoint(step=step, path=path, model=model, state=state, metadata=metadata)
+
+    def load_latest(self, *, device: str | torch.device = "cpu") -> Checkpoint:
+        """Load the newest checkpoint that verifies, falling back past torn or corrupt ones.
+
+        Args:
+            device: where to put the model weights (the state stays on CPU).
+
+        Raises:
+            CheckpointError: when there is no checkpoint, or none is usable (each listed
+                with its problem).
+        """
+        candidates = self.checkpoints()
+        if not candidates:
+            raise CheckpointError(f"no checkpoint in {self.directory} to resume from "
+                                  "(train without --resume to start a new run)")
+        problems = []
+        for i, (step, path) in enumerate(candidates):
+            try:
+                checkpoint = self._load(step, path, device)
+            except _Unusable as bad:
+                problem = f"{path.name} is {bad.kind} ({bad.reason})"
+                problems.append(problem)
+                nxt = (f"falling back to {candidates[i + 1][1].name}" if i + 1 < len(candidates)
+                       else "no older checkpoint to fall back to")
+                logger.warning("checkpoint %s; %s", problem, nxt)
+                continue
+            logger.info("loaded checkpoint %s", path)
+            return checkpoint
+        raise CheckpointError(f"no usable checkpoint in {self.directory}: " + "; ".join(problems))
