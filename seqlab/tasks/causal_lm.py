@@ -120,12 +120,14 @@ class CausalLMTask(Task):
         cfg = self.config
         if cfg.data.path is None:
             raise ConfigError("data.path is not set: give a text file, a folder or a glob")
-        files = resolve_paths(cfg.data.path, extensions=cfg.data.extensions)
+        files = resolve_paths(cfg.data.path, extensions=cfg.data.extensions,
+                              exclude=cfg.data.exclude)
         self.tokenizer = self._tokenizer(run_dir, files)
         sync_vocab(cfg, self.tokenizer)
         corpus = read_corpus(files, self.tokenizer, max_bytes=cfg.data.max_bytes)
         if cfg.data.val_path is not None:
-            val_files = resolve_paths(cfg.data.val_path, extensions=cfg.data.extensions)
+            val_files = resolve_paths(cfg.data.val_path, extensions=cfg.data.extensions,
+                                      exclude=cfg.data.exclude)
             train_tokens = corpus.tokens
             val_tokens = read_corpus(val_files, self.tokenizer).tokens
         else:
@@ -249,7 +251,8 @@ class LMPipeline:
             if cfg.data.path is None:
                 raise ConfigError("this run has no data.path; pass data to evaluate on")
             corpus = read_corpus(resolve_paths(cfg.data.val_path or cfg.data.path,
-                                               extensions=cfg.data.extensions),
+                                               extensions=cfg.data.extensions,
+                                               exclude=cfg.data.exclude),
                                  self.tokenizer, max_bytes=cfg.data.max_bytes)
             tokens = corpus.tokens if cfg.data.val_path else split_tokens(
                 corpus.tokens, cfg.data.val_fraction)[1]

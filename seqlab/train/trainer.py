@@ -157,7 +157,9 @@ class Trainer:
         logger.info("resumed %s at step %d", self.run_dir, self.step)
 
     # -- the loop ----------------------------------------------------------------------
-    def fit(self) -> TrainResult:
+    def fit(self, *, until_step: int | None = None) -> TrainResult:
+        """Train to ``train.steps`` (or stop early at ``until_step`` with a checkpoint,
+        for time-boxed jobs; the schedule still follows ``train.steps``)."""
         start_time = time.perf_counter()
         self._setup()
         cfg = self.config.train
@@ -188,10 +190,11 @@ class Trainer:
                         result.metrics = self._evaluate()
                     if self.step % save_every == 0 or last:
                         self._save_checkpoint()
-                    if interrupt.requested and not last:
-                        logger.warning("interrupted at step %d; saving a checkpoint", self.step)
+                    if (interrupt.requested or self.step == until_step) and not last:
+                        if interrupt.requested:
+                            logger.warning("interrupted at step %d; saving a checkpoint", self.step)
                         self._save_checkpoint()
-                        result.interrupted = True
+                        result.interrupted = interrupt.requested
                         break
         finally:
             if progress is not None:
