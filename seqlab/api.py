@@ -40,8 +40,8 @@ def load(run_dir: str | Path, *, device: str = "cpu"):
     return TASKS.get(config.task).load_pipeline(Path(run_dir), config, device=device)
 
 
-def train(config: RunConfig | str | Path, run_dir: str | Path, *, overrides: list[str] | None = None,
-          resume: bool = False) -> TrainResult:
+def fit(config: RunConfig | str | Path, run_dir: str | Path, *, overrides: list[str] | None = None,
+        resume: bool = False) -> TrainResult:
     """Train a config (object or YAML path) into ``run_dir``."""
     if not isinstance(config, RunConfig):
         config = RunConfig.from_yaml(config, overrides)

@@ -286,8 +286,3 @@ class GracefulInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
-
-
-def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
-    """Train ``config`` into ``run_dir`` (the Python form of ``seqlab train``)."""
-    return Trainer(config, run_dir, resume=resume).fit()

@@ -1,0 +1,162 @@
+"""Trainer: run layout, exact resume (with a negative control), interrupts, errors."""
+
+import errno
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from seqlab.config import RunConfig
+from seqlab.errors import CheckpointError, TrainingError
+from seqlab.train import checkpoint as checkpoint_module
+from seqlab.train.checkpoint import CheckpointManager, load_weights
+from seqlab.train.trainer import Trainer
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    for i in range(3):
+        (folder / f"doc{i}.txt").write_text(f"document {i}: " + text)
+    return folder
+
+
+def tiny_config(corpus, **train):
+    return RunConfig.from_dict({
+        "seed": 3,
+        "model": {"mixer": ["attention", "lstm"], "d_model": 32, "n_layers": 2, "n_heads": 4,
+                  "context_length": 16, "dropout": 0.1, "position": "rope"},
+        "data": {"path": str(corpus), "val_fraction": 0.2},
+        "train": {"steps": 8, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "eval_every": 4,
+                  "eval_batches": 2, "log_every": 2, "progress": False, **train},
+    })
+
+
+def final_weights(run_dir):
+    ckpt = CheckpointManager(run_dir / "trainer").load_latest()
+    return ckpt.step, ckpt.model
+
+
+def test_run_directory_layout(corpus, tmp_path):
+    run = tmp_path / "run"
+    result = Trainer(tiny_config(corpus), run).fit()
+    assert result.step == 8 and not result.interrupted
+    names = {p.name for p in run.iterdir()}
+    assert names == {"config.yaml", "model.safetensors", "tokenizer.json", "trainer",
+                     "metrics.jsonl", "plots"}
+    assert (run / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8]
+    assert {"val_loss", "perplexity", "bits_per_byte"} <= set(records[-1])
+    assert result.metrics["perplexity"] == pytest.approx(torch.tensor(result.metrics["val_loss"]).exp().item(), rel=1e-5)
+    assert RunConfig.from_yaml(run / "config.yaml").model.vocab_size == 259
+    tensors, meta = load_weights(run / "model.safetensors")
+    assert "backbone.embed.weight" in tensors and "head.proj.weight" not in tensors  # tied
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_exact_resume_is_bit_identical(corpus, tmp_path, accum):
+    config = tiny_config(corpus, grad_accum=accum)
+    Trainer(config, tmp_path / "once").fit()
+    Trainer(config, tmp_path / "twice").fit(until_step=4)
+    assert CheckpointManager(tmp_path / "twice" / "trainer").latest_step() == 4
+    Trainer(config, tmp_path / "twice", resume=True).fit()
+    (s1, a), (s2, b) = final_weights(tmp_path / "once"), final_weights(tmp_path / "twice")
+    assert s1 == s2 == 8
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_without_rng_state_breaks_equality(corpus, tmp_path):
+    """Negative control: proves the exact-resume test can fail (dropout draws differ)."""
+    config = tiny_config(corpus)
+    Trainer(config, tmp_path / "once").fit()
+    Trainer(config, tmp_path / "twice").fit(until_step=4)
+    torch.manual_seed(12345)
+    Trainer(config, tmp_path / "twice", resume=True, restore_rng=False).fit()
+    (_, a), (_, b) = final_weights(tmp_path / "once"), final_weights(tmp_path / "twice")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(corpus, tmp_path, monkeypatch):
+    config = tiny_config(corpus)
+    trainer = Trainer(config, tmp_path / "run")
+    original = trainer.task.train_batch
+
+    def interrupting(step, micro):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(step, micro)
+
+    monkeypatch.setattr(trainer.task, "train_batch", interrupting)
+    result = trainer.fit()
+    assert result.interrupted and result.step == 3
+    assert CheckpointManager(tmp_path / "run" / "trainer").latest_step() == 3
+    result = Trainer(config, tmp_path / "run", resume=True).fit()
+    assert result.step == 8 and not result.interrupted
+
+
+def test_non_finite_loss_stops_naming_the_step(corpus, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(corpus), tmp_path / "run")
+    original = type(trainer.task).loss
+
+    def bad_loss(self, model, batch):
+        loss, n = original(self, model, batch)
+        return (loss * float("nan") if trainer.step == 5 else loss), n
+
+    monkeypatch.setattr(type(trainer.task), "loss", bad_loss)
+    with pytest.raises(TrainingError, match="loss became nan at step 6.*step 4 is intact"):
+        trainer.fit()
+
+
+def test_bf16_autocast_trains(corpus, tmp_path):
+    result = Trainer(tiny_config(corpus, precision="bf16", steps=4), tmp_path / "run").fit()
+    assert torch.isfinite(torch.tensor(result.metrics["val_loss"]))
+
+
+def test_existing_run_is_never_overwritten(corpus, tmp_path):
+    Trainer(tiny_config(corpus, steps=2), tmp_path / "run").fit()
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        Trainer(tiny_config(corpus), tmp_path / "run").fit()
+
+
+def test_resume_without_checkpoint(corpus, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist; there is nothing to resume"):
+        Trainer(tiny_config(corpus), tmp_path / "nowhere", resume=True).fit()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Trainer(tiny_config(corpus), tmp_path / "empty", resume=True).fit()
+
+
+def test_corrupt_newest_checkpoint_falls_back_on_resume(corpus, tmp_path, caplog_seqlab):
+    config = tiny_config(corpus, keep_checkpoints=2)
+    Trainer(config, tmp_path / "run").fit(until_step=4)
+    Trainer(config.replace(["train.steps=8"]), tmp_path / "run", resume=True).fit(until_step=6)
+    newest = tmp_path / "run" / "trainer" / "step-00000006" / "model.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[-5] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    result = Trainer(config, tmp_path / "run", resume=True).fit()
+    assert result.step == 8
+    assert any("step-00000006" in r.getMessage() and "falling back" in r.getMessage()
+               for r in caplog_seqlab.records)
+
+
+def test_disk_full_while_saving_keeps_the_old_checkpoint(corpus, tmp_path, monkeypatch):
+    config = tiny_config(corpus)
+    Trainer(config, tmp_path / "run").fit(until_step=4)
+    real_write = checkpoint_module._write_file
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "_write_file", full)
+    with pytest.raises(CheckpointError, match="no space left on device.*step 4"):
+        Trainer(config, tmp_path / "run", resume=True).fit()
+    monkeypatch.setattr(checkpoint_module, "_write_file", real_write)
+    assert CheckpointManager(tmp_path / "run" / "trainer").load_latest().step == 4
+    assert not [p for p in (tmp_path / "run" / "trainer").iterdir() if p.name.startswith(".tmp-")]
