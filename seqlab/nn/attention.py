@@ -182,6 +182,11 @@ class Attention(Mixer):
             warn_once(f"attention-kernel-{self.kernel_name}",
                       f"attention kernel {self.kernel_name!r} is the slow reference path; "
                       "use kernel 'sdpa' for torch's fused attention")
+        elif dropout > 0 and q.device.type == "cpu":
+            warn_once("attention-dropout-cpu",
+                      "attention-weight dropout takes scaled_dot_product_attention off its fused "
+                      "kernel on CPU (the unfused math path is several times slower); set "
+                      "mixer_options.attention.dropout to 0 for the fast path")
 
         mask = None
         if key_mask is not None:

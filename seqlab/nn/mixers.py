@@ -54,14 +54,18 @@ def register_mixer(name: str, options: type, *, uses_positions: bool = False):
 
 @dataclass
 class AttentionOptions:
+    """``dropout`` is on the attention weights (separate from ``model.dropout`` on the
+    residual branches): off by default because on CPU it takes SDPA off its fused kernel."""
+
     kernel: str = "sdpa"
     bias: bool = True
+    dropout: float = 0.0
 
 
 @register_mixer("attention", AttentionOptions, uses_positions=True)
 def _attention(a: MixerArgs, o: AttentionOptions) -> Mixer:
     return Attention(a.d_model, a.n_heads, n_kv_heads=a.n_kv_heads, causal=a.causal,
-                     position=a.position, kernel=o.kernel, dropout=a.dropout, bias=o.bias)
+                     position=a.position, kernel=o.kernel, dropout=o.dropout, bias=o.bias)
 
 
 @dataclass

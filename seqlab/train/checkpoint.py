@@ -509,7 +509,7 @@ class CheckpointManager:
                 continue
             try:
                 shutil.rmtree(path)
-                logger.info("pruned old checkpoint %s", path)
+                logger.debug("pruned old checkpoint %s", path)
             except OSError as exc:
                 logger.warning("could not prune old checkpoint %s: %s", path, exc)
 
