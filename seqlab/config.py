@@ -60,7 +60,11 @@ class ModelConfig:
             raise ConfigError(f"model.mixer lists {len(self.mixer)} mixers but model.n_layers "
                               f"is {self.n_layers}; give one mixer per layer or a single name")
         for name in self.mixers:
-            _lookup(MIXERS, name, "model.mixer")
+            entry = _lookup(MIXERS, name, "model.mixer")
+            if not entry.supports(self.causal):
+                mode = "causal" if self.causal else "bidirectional"
+                raise ConfigError(f"model.mixer {name!r} cannot run {mode} (model.causal is "
+                                  f"{self.causal}); it supports: {', '.join(entry.modes)}")
         for name, options in self.mixer_options.items():
             if name not in MIXERS:
                 raise ConfigError(f"model.mixer_options names unknown mixer {name!r}"
@@ -167,9 +171,14 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs; written to ``RUN/config.yaml`` fully resolved."""
+    """Everything one training run needs; written to ``RUN/config.yaml`` fully resolved.
+
+    ``task_options`` holds the options of tasks other than causal_lm (each task checks
+    its own keys), so a new task needs no new top-level section.
+    """
 
     task: str = "causal_lm"
+    task_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -7,6 +7,9 @@ from seqlab.nn.mixers import MIXERS, MixerArgs, register_mixer
 from seqlab.nn.positions import POSITIONS
 from seqlab.nn.recurrent import RecurrentMixer
 
+# Long-context mixers register themselves on import.
+from seqlab.nn import linear_attention, local_attention, mamba, s4d, segment_memory  # noqa: E402,F401
+
 __all__ = [
     "ATTENTION_KERNELS", "Attention", "Block", "FFNS", "KVCache", "MIXERS", "MLP", "Mixer",
     "MixerArgs", "NORMS", "POSITIONS", "RecurrentMixer", "SwiGLU", "register_mixer", "warn_once",

@@ -37,16 +37,25 @@ class MixerEntry:
     build: Callable[[MixerArgs, object], Mixer]
     options: type
     uses_positions: bool = False  # consumes relative positions (rope/alibi)
+    modes: tuple[str, ...] = ("causal", "bidirectional")
+
+    def supports(self, causal: bool) -> bool:
+        return ("causal" if causal else "bidirectional") in self.modes
 
 
 MIXERS: Registry = Registry("mixer")
 
 
-def register_mixer(name: str, options: type, *, uses_positions: bool = False):
-    """Decorator registering ``build(args, options) -> Mixer`` under ``name``."""
+def register_mixer(name: str, options: type, *, uses_positions: bool = False,
+                   modes: tuple[str, ...] = ("causal", "bidirectional")):
+    """Decorator registering ``build(args, options) -> Mixer`` under ``name``.
+
+    ``modes`` says whether the mixer can run causally (with a streaming state),
+    bidirectionally, or both; configs asking for another mode are refused.
+    """
 
     def decorator(build):
-        MIXERS.add(name, MixerEntry(build, options, uses_positions))
+        MIXERS.add(name, MixerEntry(build, options, uses_positions, tuple(modes)))
         return build
 
     return decorator

@@ -160,3 +160,20 @@ def test_bad_inputs_raise_clear_errors():
         Attention(30, 4)
     with pytest.raises(ValueError, match="n_kv_heads"):
         Attention(32, 4, n_kv_heads=3)
+
+
+def test_slow_paths_warn_once_saying_why(caplog_seqlab):
+    from seqlab.nn import mixer as mixer_module
+
+    mixer_module._warned.clear()
+    naive = make(kernel="naive")
+    naive(torch.randn(1, 3, D))
+    naive(torch.randn(1, 3, D))
+    dropped = Attention(D, H, dropout=0.1).train()
+    dropped(torch.randn(1, 3, D))
+    dropped(torch.randn(1, 3, D))
+    messages = [r.getMessage() for r in caplog_seqlab.records]
+    assert sum("slow reference path" in m for m in messages) == 1
+    assert sum("off its fused kernel" in m for m in messages) == 1
+    make()(torch.randn(1, 3, D))  # the fast path says nothing
+    assert len(caplog_seqlab.records) == 2
