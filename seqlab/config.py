@@ -120,6 +120,9 @@ class DataConfig:
 
     ``extensions`` keeps only files with these suffixes; ``exclude`` drops files any of
     whose path parts below the folder (or glob root) match one of these glob patterns.
+    ``shuffle_files`` orders files by a seeded shuffle before they are joined, so the
+    validation tail and a ``max_bytes`` cap sample the whole collection rather than the
+    alphabetically last files.
     """
 
     path: Union[str, list[str], None] = None
@@ -128,6 +131,7 @@ class DataConfig:
     extensions: list[str] | None = None
     exclude: list[str] | None = None
     max_bytes: int | None = None
+    shuffle_files: bool = True
 
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:

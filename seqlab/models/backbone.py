@@ -7,7 +7,7 @@ model is driven by generation or streaming code that never asks which mixers it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn

@@ -118,20 +118,10 @@ class CausalLMTask(Task):
 
     def prepare(self, run_dir: Path | None, *, resume: bool = False) -> None:
         cfg = self.config
-        if cfg.data.path is None:
-            raise ConfigError("data.path is not set: give a text file, a folder or a glob")
-        files = resolve_paths(cfg.data.path, extensions=cfg.data.extensions,
-                              exclude=cfg.data.exclude)
+        files = corpus_files(cfg)
         self.tokenizer = self._tokenizer(run_dir, files)
         sync_vocab(cfg, self.tokenizer)
-        corpus = read_corpus(files, self.tokenizer, max_bytes=cfg.data.max_bytes)
-        if cfg.data.val_path is not None:
-            val_files = resolve_paths(cfg.data.val_path, extensions=cfg.data.extensions,
-                                      exclude=cfg.data.exclude)
-            train_tokens = corpus.tokens
-            val_tokens = read_corpus(val_files, self.tokenizer).tokens
-        else:
-            train_tokens, val_tokens = split_tokens(corpus.tokens, cfg.data.val_fraction)
+        train_tokens, val_tokens = token_splits(cfg, self.tokenizer, files)
         block = cfg.model.context_length
         if len(train_tokens) < block + 1:
             raise DataError(
@@ -142,7 +132,7 @@ class CausalLMTask(Task):
         self.blocks = RandomBlocks(train_tokens, block_size=block,
                                    batch_size=cfg.train.batch_size, seed=cfg.seed)
         logger.info("data: %d files, %d training and %d validation tokens (%s tokenizer, vocab %d)",
-                    len(corpus.files), len(train_tokens), len(val_tokens), self.tokenizer.kind,
+                    len(files), len(train_tokens), len(val_tokens), self.tokenizer.kind,
                     self.tokenizer.vocab_size)
 
     def _tokenizer(self, run_dir: Path | None, files) -> Tokenizer:
@@ -202,6 +192,29 @@ class CausalLMTask(Task):
         return LMPipeline(model.to(device).eval(), tokenizer, config, run_dir)
 
 
+def corpus_files(config: RunConfig) -> list[Path]:
+    """The training files named by ``data``, in a seeded shuffle when ``shuffle_files``."""
+    data = config.data
+    if data.path is None:
+        raise ConfigError("data.path is not set: give a text file, a folder or a glob")
+    files = resolve_paths(data.path, extensions=data.extensions, exclude=data.exclude)
+    if data.shuffle_files:
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(config.seed))
+        files = [files[i] for i in order.tolist()]
+    return files
+
+
+def token_splits(config: RunConfig, tokenizer: Tokenizer, files: list[Path]) -> tuple[Tensor, Tensor]:
+    """Training and validation token streams: ``data.val_path`` when given, else the
+    last ``val_fraction`` of the training stream."""
+    data = config.data
+    tokens = read_corpus(files, tokenizer, max_bytes=data.max_bytes).tokens
+    if data.val_path is None:
+        return split_tokens(tokens, data.val_fraction)
+    val_files = resolve_paths(data.val_path, extensions=data.extensions, exclude=data.exclude)
+    return tokens, read_corpus(val_files, tokenizer).tokens
+
+
 def document_start(tokenizer: Tokenizer) -> list[int]:
     """The ids a generation prompt starts with: training text joins documents with eos,
     so eos is what the model has seen right before a document begins."""
@@ -250,12 +263,7 @@ class LMPipeline:
         if data is None:
             if cfg.data.path is None:
                 raise ConfigError("this run has no data.path; pass data to evaluate on")
-            corpus = read_corpus(resolve_paths(cfg.data.val_path or cfg.data.path,
-                                               extensions=cfg.data.extensions,
-                                               exclude=cfg.data.exclude),
-                                 self.tokenizer, max_bytes=cfg.data.max_bytes)
-            tokens = corpus.tokens if cfg.data.val_path else split_tokens(
-                corpus.tokens, cfg.data.val_fraction)[1]
+            tokens = token_splits(cfg, self.tokenizer, corpus_files(cfg))[1]
         else:
             tokens = read_corpus(resolve_paths(data), self.tokenizer).tokens
         batches = sequential_blocks(tokens, block_size=cfg.model.context_length,
