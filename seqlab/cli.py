@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list model presets with parameter counts")
     _add_common(p)
+
+    from seqlab.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub, _add_common)
     return parser
 
 
@@ -137,8 +141,14 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from seqlab.bench.cli import cmd_bench as run
+
+    return run(args)
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
-            "quickstart": cmd_quickstart, "presets": cmd_presets}
+            "quickstart": cmd_quickstart, "presets": cmd_presets, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
