@@ -48,7 +48,8 @@ class TokenEmbedding(nn.Embedding):
         if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ShapeError(f"token ids must be an integer tensor, got dtype {ids.dtype}")
         if ids.numel():
-            lo, hi = int(ids.min()), int(ids.max())
+            lo, hi = torch.aminmax(ids)
+            lo, hi = int(lo), int(hi)
             if lo < 0 or hi >= self.num_embeddings:
                 bad = lo if lo < 0 else hi
                 raise TokenizerError(

@@ -54,11 +54,14 @@ ATTENTION_KERNELS.add("naive", naive_kernel)
 class KVCache:
     """Streaming state of an attention layer.
 
-    Buffers grow by doubling, so appending a token is amortised O(1). The cache is
-    updated in place and returned; a state passed to ``forward`` must not be reused.
+    Buffers grow by doubling, so appending a token is amortised O(1). The key padding
+    mask is only kept once a padded chunk has been seen, and key positions only for
+    encodings that need them (ALiBi), so plain decoding stores keys and values alone.
+    The cache is updated in place and returned; a state passed to ``forward`` must not
+    be reused.
 
     Shapes:
-        k, v: (B, Hkv, capacity, Dh); key_mask, key_pos: (B, capacity);
+        k, v: (B, Hkv, capacity, Dh); key_mask, key_pos: (B, capacity) or None;
         seen: (B,) real tokens so far (the position offset of the next token).
     """
 
@@ -68,28 +71,36 @@ class KVCache:
     key_pos: Tensor | None
     seen: Tensor
     length: int = 0
-    has_padding: bool = False
 
-    def append(self, k: Tensor, v: Tensor, mask: Tensor, pos: Tensor) -> None:
+    @property
+    def has_padding(self) -> bool:
+        return self.key_mask is not None
+
+    def append(self, k: Tensor, v: Tensor, mask: Tensor | None, pos: Tensor | None) -> None:
+        """Add T new keys/values (B, Hkv, T, Dh) with their (B, T) mask and positions."""
         B, Hkv, T, Dh = k.shape
-        needed = self.length + T
-        if self.k is None or needed > self.k.shape[2]:
-            capacity = max(needed, 2 * (self.k.shape[2] if self.k is not None else 0), 16)
-            new_k = k.new_empty(B, Hkv, capacity, Dh)
-            new_v = v.new_empty(B, Hkv, capacity, Dh)
-            new_mask = mask.new_zeros(B, capacity)
-            new_pos = pos.new_zeros(B, capacity)
-            if self.k is not None:
-                new_k[:, :, : self.length] = self.k[:, :, : self.length]
-                new_v[:, :, : self.length] = self.v[:, :, : self.length]
-                new_mask[:, : self.length] = self.key_mask[:, : self.length]
-                new_pos[:, : self.length] = self.key_pos[:, : self.length]
-            self.k, self.v, self.key_mask, self.key_pos = new_k, new_v, new_mask, new_pos
-        self.k[:, :, self.length: needed] = k.to(self.k.dtype)
-        self.v[:, :, self.length: needed] = v.to(self.v.dtype)
-        self.key_mask[:, self.length: needed] = mask
-        self.key_pos[:, self.length: needed] = pos
-        self.length = needed
+        start, end = self.length, self.length + T
+        if self.k is None or end > self.k.shape[2]:
+            capacity = max(end, 2 * (self.k.shape[2] if self.k is not None else 0), 16)
+            self.k = _grow(self.k, start, (B, Hkv, capacity, Dh), k, dim=2)
+            self.v = _grow(self.v, start, (B, Hkv, capacity, Dh), v, dim=2)
+            if self.key_mask is not None:
+                self.key_mask = _grow(self.key_mask, start, (B, capacity), self.key_mask, dim=1)
+            if self.key_pos is not None:
+                self.key_pos = _grow(self.key_pos, start, (B, capacity), self.key_pos, dim=1)
+        capacity = self.k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        if mask is not None and self.key_mask is None:
+            self.key_mask = torch.ones(B, capacity, dtype=torch.bool, device=k.device)
+        if self.key_mask is not None:
+            self.key_mask[:, start:end] = True if mask is None else mask
+        if pos is not None:
+            if self.key_pos is None:
+                self.key_pos = torch.zeros(B, capacity, dtype=torch.long, device=k.device)
+            self.key_pos[:, start:end] = pos
+        self.seen = self.seen + (T if mask is None else mask.sum(1))
+        self.length = end
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search, finished sequences)."""
@@ -98,6 +109,14 @@ class KVCache:
             if t is not None:
                 setattr(self, name, t.index_select(0, index))
         self.seen = self.seen.index_select(0, index)
+
+
+def _grow(old: Tensor | None, used: int, shape: tuple, like: Tensor, dim: int) -> Tensor:
+    """A larger buffer holding the first ``used`` slots (along ``dim``) of ``old``."""
+    new = like.new_empty(shape) if like.dtype != torch.bool else like.new_ones(shape)
+    if old is not None and used:
+        new.narrow(dim, 0, used).copy_(old.narrow(dim, 0, used))
+    return new
 
 
 class Attention(Mixer):
@@ -148,29 +167,26 @@ class Attention(Mixer):
         k, v = self.kv_proj(x).view(B, T, 2, self.n_kv_heads, self.d_head).permute(2, 0, 3, 1, 4)
         # k, v: (B, Hkv, T, Dh)
 
-        start = state.seen if state is not None else 0
-        pos = positions_from_mask(start, B, T, padding_mask, device=x.device)  # (B, T)
+        pos = None
         if self.position is not None:
+            start = state.seen if state is not None else 0
+            pos = positions_from_mask(start, B, T, padding_mask, device=x.device)  # (B, T)
             q, k = self.position.rotate(q, k, pos)
 
-        query_mask = padding_mask
         offset = 0
         if state is not None:
             offset = state.length
-            real = padding_mask if padding_mask is not None else torch.ones(
-                B, T, dtype=torch.bool, device=x.device)
-            state.append(k, v, real, pos)
-            state.has_padding = state.has_padding or padding_mask is not None
-            state.seen = state.seen + real.sum(1)
+            keep_pos = pos if self.position is not None and self.position.uses_key_positions else None
+            state.append(k, v, padding_mask, keep_pos)
             k, v = state.k[:, :, : state.length], state.v[:, :, : state.length]
             key_mask = state.key_mask[:, : state.length] if state.has_padding else None
-            key_pos = state.key_pos[:, : state.length]
+            key_pos = state.key_pos[:, : state.length] if keep_pos is not None else pos
         else:
             key_mask, key_pos = padding_mask, pos
 
-        y = self._attend(q, k, v, pos, key_pos, key_mask, query_mask, offset)
+        y = self._attend(q, k, v, pos, key_pos, key_mask, padding_mask, offset)
         y = self.out_proj(y.transpose(1, 2).reshape(B, T, self.d_model))  # (B, T, D)
-        return masked_fill_padding(y, query_mask), state
+        return masked_fill_padding(y, padding_mask), state
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor,
                 key_mask: Tensor | None, query_mask: Tensor | None, offset: int) -> Tensor:

@@ -57,6 +57,7 @@ class RelativePosition(nn.Module):
 
     kind = "relative"
     max_positions: int | None = None
+    uses_key_positions = False  # does `bias` need the positions of cached keys?
 
     def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor) -> tuple[Tensor, Tensor]:
         """Transform queries and the new keys (both at positions ``q_pos``)."""
@@ -120,11 +121,20 @@ class RotaryPosition(RelativePosition):
             raise ValueError(f"rotary positions need an even head size, got d_head={d_head}")
         inv_freq = 1.0 / base ** (torch.arange(0, d_head, 2).float() / d_head)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._table: tuple[Tensor, Tensor] | None = None  # cos, sin: (L, Dh), grown on demand
 
     def _cos_sin(self, pos: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        angles = pos.unsqueeze(-1).float() * self.inv_freq  # (B, T, Dh/2)
-        angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)  # (B, 1, T, Dh)
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        """cos/sin (B, 1, T, Dh) looked up in a cached table, so decoding does not
+        recompute them in every layer at every step."""
+        needed = int(pos.max()) + 1 if pos.numel() else 1
+        table = self._table
+        if table is None or table[0].shape[0] < needed or table[0].device != pos.device:
+            length = max(needed, 2 * (table[0].shape[0] if table is not None else 0), 256)
+            angles = torch.arange(length, device=pos.device).float()[:, None] * self.inv_freq
+            angles = torch.cat((angles, angles), dim=-1)  # (L, Dh)
+            table = self._table = (angles.cos(), angles.sin())
+        cos, sin = table[0][pos].unsqueeze(1), table[1][pos].unsqueeze(1)  # (B, 1, T, Dh)
+        return cos.to(dtype), sin.to(dtype)
 
     @staticmethod
     def _rotate_half(x: Tensor) -> Tensor:
@@ -140,6 +150,8 @@ class RotaryPosition(RelativePosition):
 class ALiBiPosition(RelativePosition):
     """Attention with linear biases (Press et al., 2022, arXiv:2108.12409): each head
     subtracts ``slope * distance`` from its scores; slopes form a geometric sequence."""
+
+    uses_key_positions = True
 
     def __init__(self, n_heads: int, **_):
         super().__init__()
