@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from seqlab.nn.mixer import Mixer, masked_fill_padding, warn_once
 
 _KERNELS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+_CELL_OPS = {"rnn": torch.rnn_tanh_cell, "lstm": torch.lstm_cell, "gru": torch.gru_cell}
 IMPLS = ("fused", "loop")
 
 
@@ -71,6 +71,8 @@ class RecurrentMixer(Mixer):
             warn_once("recurrent-loop", f"{self.cell} impl 'loop' runs one Python step per "
                       "token instead of torch's fused kernel; use impl 'fused' for speed")
             y, new = self._loop(x, hx, padding_mask)
+        elif padding_mask is None and x.shape[1] == 1 and self.causal and x.device.type == "cpu":
+            y, new = self._decode_step(x, hx)
         elif padding_mask is None:
             y, new = self.rnn(x, self._kernel_hx(hx))
         else:
@@ -84,6 +86,26 @@ class RecurrentMixer(Mixer):
         if hx is None:
             return None
         return hx if self.cell == "lstm" else hx[0]
+
+    def _decode_step(self, x: Tensor, hx):
+        """One token through torch's fused cell ops. On CPU the multi-layer kernel goes
+        through oneDNN, whose per-call set-up makes a single step about 5x slower than
+        the cell ops on the same weights; longer chunks keep the multi-layer kernel."""
+        if hx is None:
+            hx = self.init_state(x.shape[0], x.device, x.dtype)
+        inp, out = x[:, 0], []
+        for layer in range(self.num_layers):
+            weights = [getattr(self.rnn, f"{name}_l{layer}")
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            prev = (hx[0][layer], hx[1][layer]) if self.cell == "lstm" else hx[0][layer]
+            cur = _CELL_OPS[self.cell](inp, prev, *weights)
+            cur = cur if isinstance(cur, tuple) else (cur,)
+            out.append(cur)
+            inp = cur[0]
+            if layer < self.num_layers - 1 and self.training and self.rnn.dropout:
+                inp = nn.functional.dropout(inp, self.rnn.dropout)
+        new = tuple(torch.stack([o[i] for o in out]) for i in range(len(out[0])))
+        return inp.unsqueeze(1), new
 
     def _packed(self, x: Tensor, hx, padding_mask: Tensor):
         B, T, D = x.shape
