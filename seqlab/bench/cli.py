@@ -30,6 +30,7 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--out", default="runs/bench-tasks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_common(p)
 
     p = kinds.add_parser("scaling", help="step time, token time and memory against length")
@@ -44,6 +45,7 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement")
     p.add_argument("--out", default="runs/bench-scaling")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_common(p)
 
 
@@ -51,6 +53,10 @@ def cmd_bench(args) -> int:
     def progress(line: str) -> None:
         print(line, flush=True)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.bench == "tasks":
         from seqlab.bench.tasks import run_task_bench
