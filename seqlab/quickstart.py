@@ -22,11 +22,11 @@ def quickstart_config(overrides: list[str] | None = None) -> RunConfig:
     data = {
         "task": "causal_lm",
         "seed": 0,
-        "model": {"preset": "gpt-tiny", "dropout": 0.0},
+        "model": {"preset": "llama-tiny", "dropout": 0.0},
         "tokenizer": {"kind": "byte"},
         "data": {"path": str(stdlib_dir()), "extensions": [".py"], "exclude": STDLIB_EXCLUDE,
                  "val_fraction": 0.02, "max_bytes": 8_000_000},
-        "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50,
+        "train": {"steps": 800, "batch_size": 32, "lr": 3e-3, "warmup_steps": 50,
                   "weight_decay": 0.1, "eval_every": 200, "eval_batches": 20, "log_every": 10},
     }
     return RunConfig.from_dict(data, overrides, source="quickstart")
