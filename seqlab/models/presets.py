@@ -42,7 +42,21 @@ for _cell, _label in (("lstm", "LSTM"), ("gru", "GRU"), ("rnn", "Elman (tanh) RN
              position="none", tie_embeddings=False,
              mixer_options={_cell: {"num_layers": 2}}, **_shape)
 
+_SSM_SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, context_length=128),
+              "small": dict(d_model=256, n_layers=4, n_heads=4, context_length=256)}
+for _size, _shape in _SSM_SIZES.items():
+    _add(f"mamba-{_size}", "Mamba style: selective state-space mixers, no ffn, RMSNorm",
+         mixer="mamba", ffn="none", norm="rmsnorm", position="none", tie_embeddings=True,
+         **_shape)
+    _add(f"s4-{_size}", "S4D diagonal state-space mixers + GELU MLP, LayerNorm",
+         mixer="s4d", ffn="mlp", norm="layernorm", position="none", tie_embeddings=True,
+         **_shape)
+    _add(f"hybrid-{_size}", "hybrid stack: mamba, mamba, attention, mamba (rotary positions)",
+         mixer=["mamba", "mamba", "attention", "mamba"], ffn="none", norm="rmsnorm",
+         position="rope", tie_embeddings=True, mixer_options={"attention": {"bias": False}},
+         **_shape)
+
 # Short names pick the small size.
-for _base in ("gpt", "llama", "lstm-lm", "gru-lm", "rnn-lm"):
+for _base in ("gpt", "llama", "lstm-lm", "gru-lm", "rnn-lm", "mamba", "s4", "hybrid"):
     _p = PRESETS.get(f"{_base}-small")
     PRESETS.add(_base, Preset(_base, _p.description + " (= " + _p.name + ")", _p.model))
