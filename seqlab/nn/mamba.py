@@ -150,6 +150,8 @@ class Mamba(Mixer):
         x: (B, T, D) -> y: (B, T, D); state: ``MambaState``.
     """
 
+    no_weight_decay = ("A_log", "D")  # the paper leaves the SSM's A and skip undecayed
+
     causal = True
 
     def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,

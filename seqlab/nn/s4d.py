@@ -146,6 +146,8 @@ class S4D(Mixer):
         log_dt (K, D); log_a_real, a_imag (K, D, N/2); c (K, D, N/2, 2) as (re, im).
     """
 
+    no_weight_decay = ("log_dt", "log_a_real", "a_imag")  # S4: no decay on A and dt
+
     def __init__(self, d_model: int, *, d_state: int = 64, dt_min: float = 1e-3,
                  dt_max: float = 1e-1, init: str = "legs", causal: bool = True):
         super().__init__(d_model)

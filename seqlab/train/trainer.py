@@ -57,11 +57,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def no_decay_parameters(model: nn.Module) -> set[int]:
+    """ids of parameters a module lists in its ``no_weight_decay`` attribute (names
+    relative to that module), e.g. an SSM's A and dt, which decay must not pull to 0."""
+    ids = set()
+    for module in model.modules():
+        for name in getattr(module, "no_weight_decay", ()):
+            ids.add(id(module.get_parameter(name)))
+    return ids
+
+
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms), fused when offered."""
+    """AdamW with weight decay on matrices only (not biases, norms, or parameters a
+    module exempts), fused when offered."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+    exempt = no_decay_parameters(model)
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in exempt]
+    no_decay = [p for p in params if p.dim() < 2 or id(p) in exempt]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))

@@ -160,3 +160,18 @@ def test_disk_full_while_saving_keeps_the_old_checkpoint(corpus, tmp_path, monke
     monkeypatch.setattr(checkpoint_module, "_write_file", real_write)
     assert CheckpointManager(tmp_path / "run" / "trainer").load_latest().step == 4
     assert not [p for p in (tmp_path / "run" / "trainer").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_ssm_parameters_listed_by_modules_get_no_weight_decay():
+    from seqlab.tasks.causal_lm import build_language_model
+    from seqlab.train.trainer import build_optimizer
+
+    cfg = RunConfig.from_dict({"model": {"mixer": ["mamba", "s4d"], "position": "none",
+                                         "d_model": 32, "n_layers": 2, "vocab_size": 11}})
+    model = build_language_model(cfg)
+    opt = build_optimizer(model, cfg.train)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    named = dict(model.named_parameters())
+    for name in ("backbone.blocks.0.mixer.A_log", "backbone.blocks.1.mixer.log_a_real"):
+        assert id(named[name]) not in decayed
+    assert id(named["backbone.blocks.0.mixer.in_proj.weight"]) in decayed
