@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from seqlab.config import RunConfig
 from seqlab.data.text import RandomBlocks, read_corpus, resolve_paths, sequential_blocks, split_tokens
 from seqlab.data.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from seqlab.errors import ConfigError, DataError
 from seqlab.infer.generate import SamplingConfig, generate
-from seqlab.models.backbone import Backbone, BackboneState
+from seqlab.models.backbone import BackboneState
 from seqlab.models.build import OutputHead, build_backbone
+from seqlab.models.model import ModelOutput, SequenceModel
 from seqlab.tasks.base import TASKS, Task
 
 logger = logging.getLogger("seqlab")
@@ -25,43 +25,21 @@ logger = logging.getLogger("seqlab")
 TOKENIZER_FILE = "tokenizer.json"
 
 
-@dataclass
-class LMOutput:
-    logits: Tensor  # (B, T, V)
-    state: BackboneState | None = None
-    loss: Tensor | None = None
+LMOutput = ModelOutput  # (logits, state, loss)
 
 
-class LanguageModel(nn.Module):
-    """Backbone + vocabulary head; the head owns the next-token loss."""
-
-    def __init__(self, backbone: Backbone, head: OutputHead):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    @property
-    def causal(self) -> bool:
-        return self.backbone.causal
-
-    @property
-    def max_positions(self) -> int | None:
-        return self.backbone.max_positions
-
-    def init_state(self, batch_size: int, device=None, dtype=None) -> BackboneState:
-        return self.backbone.init_state(batch_size, device, dtype)
+class LanguageModel(SequenceModel):
+    """Backbone + vocabulary head; ``targets`` add the next-token loss."""
 
     def forward(self, ids: Tensor, state: BackboneState | None = None, *,
                 padding_mask: Tensor | None = None, targets: Tensor | None = None) -> LMOutput:
         """ids (B, T) -> logits (B, T, V); with ``targets`` (B, T) also the mean loss
         over targets that are not -100."""
-        out = self.backbone(ids, state, padding_mask=padding_mask)
-        logits = self.head(out.hidden)
-        loss = None
+        out = super().forward(ids, state, padding_mask=padding_mask)
         if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                   ignore_index=-100)
-        return LMOutput(logits, out.state, loss)
+            out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten(),
+                                       ignore_index=-100)
+        return out
 
 
 def build_language_model(config: RunConfig) -> LanguageModel:

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from seqlab.config import RunConfig, convert
 from seqlab.data.synthetic import SYNTHETIC, SyntheticGenerator
 from seqlab.errors import ConfigError, DataError
-from seqlab.models.backbone import Backbone, BackboneState
 from seqlab.models.build import OutputHead, build_backbone
+from seqlab.models.model import SequenceModel
 from seqlab.registry import closest
 from seqlab.tasks.base import TASKS, Task
 
@@ -118,31 +118,8 @@ def sync_model_config(config: RunConfig, generator: SyntheticGenerator, max_leng
         cfg.context_length = max_length
 
 
-@dataclass
-class SyntheticOutput:
-    logits: Tensor  # (B, T, C); C = 1 for regression
-    state: BackboneState | None = None
-
-
-class SyntheticModel(nn.Module):
+class SyntheticModel(SequenceModel):
     """Backbone + output head (classes, or one value for regression)."""
-
-    def __init__(self, backbone: Backbone, head: OutputHead):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    @property
-    def causal(self) -> bool:
-        return self.backbone.causal
-
-    def init_state(self, batch_size: int, device=None, dtype=None) -> BackboneState:
-        return self.backbone.init_state(batch_size, device, dtype)
-
-    def forward(self, inputs: Tensor, state: BackboneState | None = None, *,
-                padding_mask: Tensor | None = None) -> SyntheticOutput:
-        out = self.backbone(inputs, state, padding_mask=padding_mask)
-        return SyntheticOutput(self.head(out.hidden), out.state)
 
     def scored_logits(self, inputs: Tensor, scored: Tensor) -> Tensor:
         """Outputs at the scored positions only, (N, C) in row-major order: the head

@@ -6,7 +6,7 @@ import torch
 from seqlab.config import RunConfig
 from seqlab.errors import ConfigError, ShapeError, TokenizerError
 from seqlab.models import PRESETS, build_backbone
-from seqlab.nn.positions import LearnedPosition, SinusoidalPosition
+from seqlab.nn.positions import SinusoidalPosition
 from seqlab.tasks.causal_lm import build_language_model
 
 
