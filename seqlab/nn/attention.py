@@ -50,6 +50,16 @@ ATTENTION_KERNELS.add("sdpa", sdpa_kernel)
 ATTENTION_KERNELS.add("naive", naive_kernel)
 
 
+def check_heads(d_model: int, n_heads: int, n_kv_heads: int | None) -> int:
+    """Validate a head layout; returns n_kv_heads (defaulting to n_heads)."""
+    n_kv_heads = n_kv_heads or n_heads
+    if d_model % n_heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+    if n_heads % n_kv_heads:
+        raise ValueError(f"n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv_heads})")
+    return n_kv_heads
+
+
 @dataclass
 class KVCache:
     """Streaming state of an attention layer.
@@ -137,11 +147,7 @@ class Attention(Mixer):
                  causal: bool = True, position: nn.Module | None = None, kernel: str = "sdpa",
                  dropout: float = 0.0, bias: bool = True):
         super().__init__(d_model)
-        n_kv_heads = n_kv_heads or n_heads
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if n_heads % n_kv_heads:
-            raise ValueError(f"n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv_heads})")
+        n_kv_heads = check_heads(d_model, n_heads, n_kv_heads)
         self.causal = causal
         self.n_heads, self.n_kv_heads, self.d_head = n_heads, n_kv_heads, d_model // n_heads
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab.nn.attention import check_heads
 from seqlab.nn.mixer import Mixer, masked_fill_padding
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, RotaryPosition, positions_from_mask
@@ -131,11 +132,7 @@ class LinearAttention(Mixer):
                  feature_map: str = "elu", chunk_size: int = 64, eps: float = 1e-6,
                  bias: bool = True):
         super().__init__(d_model)
-        n_kv_heads = n_kv_heads or n_heads
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if n_heads % n_kv_heads:
-            raise ValueError(f"n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv_heads})")
+        n_kv_heads = check_heads(d_model, n_heads, n_kv_heads)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if eps <= 0:

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab.nn.attention import check_heads
 from seqlab.nn.mixer import Mixer, masked_fill_padding
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, positions_from_mask
@@ -94,11 +95,7 @@ class SegmentMemoryAttention(Mixer):
                  memory_segments: int = 1, compressed_slots: int = 32,
                  compression_rate: int = 4, bias: bool = True):
         super().__init__(d_model)
-        n_kv_heads = n_kv_heads or n_heads
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if n_heads % n_kv_heads:
-            raise ValueError(f"n_heads ({n_heads}) must be divisible by n_kv_heads ({n_kv_heads})")
+        n_kv_heads = check_heads(d_model, n_heads, n_kv_heads)
         if segment < 1 or memory_segments < 0 or compressed_slots < 0 or compression_rate < 1:
             raise ValueError(f"need segment >= 1, memory_segments >= 0, compressed_slots >= 0 "
                              f"and compression_rate >= 1; got {segment}, {memory_segments}, "
