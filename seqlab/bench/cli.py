@@ -26,7 +26,7 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--mixers", type=_csv(str), default=_csv(str)(DEFAULT_MIXERS))
     p.add_argument("--lengths", type=_csv(int), default=[64, 256, 1024])
     p.add_argument("--tasks", type=_csv(str), default=None, help="default: all synthetic tasks")
-    p.add_argument("--budget", default="small", help="tiny, small (about 30 minutes on 2 cores)")
+    p.add_argument("--budget", default="small", help="tiny (seconds, for tests), small (200 steps a run), medium")
     p.add_argument("--out", default="runs/bench-tasks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
