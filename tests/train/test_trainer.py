@@ -124,6 +124,18 @@ def test_existing_run_is_never_overwritten(corpus, tmp_path):
         Trainer(tiny_config(corpus), tmp_path / "run").fit()
 
 
+def test_stale_temporary_files_are_removed_at_the_next_start(corpus, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(corpus, steps=2), run).fit()
+    stale = [run / ".tmp-model.safetensors.abc123", run / "plots" / ".tmp-loss.png.x",
+             run / "trainer" / ".tmp-step-00000004-999"]
+    stale[0].write_bytes(b"torn")
+    stale[1].write_bytes(b"torn")
+    stale[2].mkdir()
+    Trainer(tiny_config(corpus, steps=4), run, resume=True).fit()
+    assert not any(p.exists() for p in stale)
+
+
 def test_resume_without_checkpoint(corpus, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist; there is nothing to resume"):
         Trainer(tiny_config(corpus), tmp_path / "nowhere", resume=True).fit()
