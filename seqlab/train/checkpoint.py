@@ -19,30 +19,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
 from seqlab.errors import CheckpointError
-from seqlab.io import TMP_PREFIX, atomic_write, fsync_dir, is_disk_full
+from seqlab.io import TMP_PREFIX, fsync_dir, is_disk_full
+from seqlab.train.state import flatten_state, unflatten_state
+from seqlab.train.weights_file import (_CHUNK, _read_weights, _serialize_weights, load_weights,
+                                       save_weights)
+
+__all__ = ["Checkpoint", "CheckpointManager", "flatten_state", "load_weights", "save_weights",
+           "unflatten_state"]
 
 logger = logging.getLogger(__name__)
 
-_SHA_KEY = "seqlab.sha256"
-_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
-_PICKLE_MAGIC = b"\x80"  # PROTO opcode that opens every pickle of protocol >= 2
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) archive
-_CHUNK = 1 << 20
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.safetensors"
@@ -50,265 +47,6 @@ STATE_FILE = "state.safetensors"
 SKELETON_FILE = "state.json"
 _REQUIRED = (MODEL_FILE, STATE_FILE, SKELETON_FILE)
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
-
-
-# --------------------------------------------------------------------------- weights
-
-
-def _prepare(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    """CPU, contiguous, detached copies safetensors accepts.
-
-    Moving to CPU first means a run saved on GPU loads anywhere. safetensors refuses
-    tensors that share memory (it cannot tell a tie from an accident), so a tensor
-    whose storage was already seen is cloned; callers should pass each tie once.
-    """
-    out: dict[str, Tensor] = {}
-    seen: set[int] = set()
-    for name, t in tensors.items():
-        if not isinstance(name, str) or not isinstance(t, Tensor):
-            raise TypeError(f"weights must map str to Tensor; got {name!r}: {type(t).__name__}")
-        t = t.detach().to("cpu").contiguous()
-        if t.numel():
-            ptr = t.untyped_storage().data_ptr()
-            if ptr in seen:
-                t = t.clone()
-            else:
-                seen.add(ptr)
-        out[name] = t
-    return out
-
-
-def _data_start(blob: bytes) -> int:
-    return 8 + int.from_bytes(blob[:8], "little")
-
-
-def _serialize_weights(tensors: dict[str, Tensor], metadata: dict[str, str] | None) -> bytes:
-    """safetensors bytes whose metadata carries the sha256 of the data section.
-
-    The data section does not depend on the metadata (only the header does), so the
-    tensors are serialized once without it to hash the data, then again with it.
-    """
-    meta = dict(metadata or {})
-    for key, value in meta.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(f"checkpoint metadata must map str to str; got {key!r}: {value!r}")
-    if _SHA_KEY in meta:
-        raise ValueError(f"metadata key {_SHA_KEY!r} is reserved for the checksum")
-    prepared = _prepare(tensors)
-    blob = safetensors.torch.save(prepared)
-    meta[_SHA_KEY] = hashlib.sha256(memoryview(blob)[_data_start(blob):]).hexdigest()
-    del blob
-    return safetensors.torch.save(prepared, metadata=meta)
-
-
-def save_weights(path: str | os.PathLike, tensors: dict[str, Tensor],
-                 metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` to a safetensors file atomically, with a data checksum.
-
-    Args:
-        path: target file; written via a ``.tmp-`` file and renamed, so a crash
-            leaves the old file or the new one.
-        tensors: name -> tensor, each storage once (tied weights under one name).
-        metadata: extra str -> str pairs stored in the header.
-    """
-    atomic_write(path, _serialize_weights(tensors, metadata))
-
-
-def _refuse_pickle(path: Path, head: bytes) -> None:
-    """Refuse pickles and torch.save archives by their first bytes, before any parsing.
-
-    A safetensors file starts with a u64 header length whose low byte may happen to be
-    0x80, so a file whose byte 8 opens the JSON header (``{``) is taken as safetensors.
-    """
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= _MAX_HEADER:
-        return
-    if head.startswith(_PICKLE_MAGIC) or head.startswith(_ZIP_MAGIC):
-        raise CheckpointError(
-            f"{path} is not a safetensors file (it looks like a Python pickle / torch.save "
-            "archive); seqlab never unpickles files, because loading a pickle can run "
-            "arbitrary code. Convert it with code you trust (safetensors.torch.save_file)."
-        )
-
-
-def _read_weights(path: Path, *, device: str | torch.device, verify: bool
-                  ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a safetensors file")
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(9)
-        _refuse_pickle(path, head)
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is truncated: {size} bytes, too short for a "
-                                  "safetensors header (at least 8 bytes)")
-        n = int.from_bytes(head[:8], "little")
-        if n > _MAX_HEADER:
-            raise CheckpointError(f"{path} has a corrupt header: its length field reads {n} bytes")
-        if 8 + n > size:
-            raise CheckpointError(f"{path} is truncated: expected at least {8 + n} bytes "
-                                  f"(header alone), found {size}")
-        f.seek(8)
-        try:
-            header = json.loads(f.read(n))
-            if not isinstance(header, dict):
-                raise ValueError("not a JSON object")
-            meta = header.pop("__metadata__", None) or {}
-            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-                raise ValueError("__metadata__ is not a str -> str map")
-            end = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise CheckpointError(f"{path} has a corrupt header ({exc})") from None
-        data_size = size - 8 - n
-        if data_size < end:
-            raise CheckpointError(f"{path} is truncated: expected {8 + n + end} bytes, "
-                                  f"found {size}")
-        if data_size > end:
-            raise CheckpointError(f"{path} is corrupt: {data_size - end} bytes follow its "
-                                  "last tensor")
-        expected = meta.pop(_SHA_KEY, None)
-        if verify and expected is not None:
-            digest = hashlib.sha256()
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-            if digest.hexdigest() != expected:
-                raise CheckpointError(f"{path} is corrupt: its data does not match the "
-                                      "checksum written with it")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as st:
-            tensors = {name: st.get_tensor(name) for name in st.keys()}
-    except Exception as exc:  # safetensors' own error type carries the detail
-        raise CheckpointError(f"{path} is not a valid safetensors file: {exc}") from None
-    dev = torch.device(device)
-    if dev.type != "cpu":
-        tensors = {name: t.to(dev) for name, t in tensors.items()}
-    return tensors, meta
-
-
-def load_weights(path: str | os.PathLike, *, device: str | torch.device = "cpu"
-                 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Read a safetensors file written by :func:`save_weights` (or any safetensors file).
-
-    Never unpickles: pickles and ``torch.save`` archives are refused by their magic
-    bytes. When the file carries a ``seqlab.sha256`` checksum it is verified.
-
-    Returns:
-        ``(tensors, metadata)``; metadata without the checksum key.
-
-    Raises:
-        CheckpointError: naming the file, when it is missing, a pickle, truncated,
-            has a corrupt header, or fails its checksum.
-    """
-    return _read_weights(Path(path), device=device, verify=True)
-
-
-# ----------------------------------------------------------------------------- state
-
-_TENSOR, _TUPLE, _DICT, _FLOAT = "__tensor__", "__tuple__", "__dict__", "__float__"
-_MARKERS = frozenset((_TENSOR, _TUPLE, _DICT, _FLOAT))
-_CANONICAL_NAN = struct.pack(">d", math.nan)
-
-
-def _encode_float(x: float) -> Any:
-    """Finite floats are plain JSON; others are tagged so state.json stays strict JSON."""
-    if math.isfinite(x):
-        return x
-    if math.isinf(x):
-        return {_FLOAT: "inf" if x > 0 else "-inf"}
-    bits = struct.pack(">d", x)
-    return {_FLOAT: "nan" if bits == _CANONICAL_NAN else "nan:" + bits.hex()}
-
-
-def _decode_float(tag: str) -> float:
-    if tag.startswith("nan:"):
-        return struct.unpack(">d", bytes.fromhex(tag[4:]))[0]
-    return float(tag)
-
-
-def flatten_state(obj: Any) -> tuple[dict[str, Tensor], Any]:
-    """Split nested state into tensors (for safetensors) and a JSON-able skeleton.
-
-    Handles what trainer state holds: dicts (keys may be str, int, bool, float, None or
-    tuples of those; optimizer state dicts key by int parameter id), lists, tuples,
-    tensors, ints, floats, bools, str and None. Tensors become ``{"__tensor__": key}``
-    keyed by their path; tuples ``{"__tuple__": [...]}``; dicts with non-str keys
-    ``{"__dict__": [[key, value], ...]}`` so key types survive JSON; non-finite floats
-    ``{"__float__": "nan"}``. Subclasses (IntEnum, namedtuple, numpy floats) come back
-    as the plain built-in type.
-
-    Returns:
-        ``(tensors, skeleton)``; :func:`unflatten_state` inverts it exactly.
-
-    Raises:
-        TypeError: for a value of any other type, naming its path.
-    """
-    tensors: dict[str, Tensor] = {}
-
-    def encode(x: Any, path: str, allow_tensor: bool = True) -> Any:
-        if isinstance(x, Tensor):
-            if not allow_tensor:
-                raise TypeError(f"state at {path or '<root>'}: a tensor cannot be a dict key")
-            key, i = path or "root", 1
-            while key in tensors:
-                key, i = f"{path or 'root'}#{i}", i + 1
-            tensors[key] = x
-            return {_TENSOR: key}
-        if x is None or isinstance(x, bool):
-            return x
-        if isinstance(x, int):
-            return int(x)
-        if isinstance(x, float):
-            return _encode_float(float(x))
-        if isinstance(x, str):
-            return str(x)
-        if isinstance(x, list):
-            return [encode(v, f"{path}/{i}", allow_tensor) for i, v in enumerate(x)]
-        if isinstance(x, tuple):
-            return {_TUPLE: [encode(v, f"{path}/{i}", allow_tensor) for i, v in enumerate(x)]}
-        if isinstance(x, dict) and allow_tensor:
-            if all(type(k) is str for k in x) and not _MARKERS.intersection(x):
-                return {k: encode(v, f"{path}/{k}") for k, v in x.items()}
-            return {_DICT: [[encode(k, f"{path}/{k}", False), encode(v, f"{path}/{k}")]
-                            for k, v in x.items()]}
-        raise TypeError(f"state at {path or '<root>'} has type {type(x).__name__}, which "
-                        "checkpoints cannot store (use tensors, numbers, str, None, "
-                        "lists, tuples and dicts)")
-
-    return tensors, encode(obj, "")
-
-
-def unflatten_state(tensors: dict[str, Tensor], skeleton: Any) -> Any:
-    """Rebuild what :func:`flatten_state` split, with the same types, keys and order.
-
-    Raises:
-        CheckpointError: when the skeleton names a tensor that is missing or is malformed.
-    """
-
-    def decode(x: Any) -> Any:
-        if isinstance(x, list):
-            return [decode(v) for v in x]
-        if not isinstance(x, dict):
-            return x
-        if len(x) == 1:
-            (tag, value), = x.items()
-            if tag == _TENSOR:
-                if value not in tensors:
-                    raise CheckpointError(f"state refers to tensor {value!r}, which is not "
-                                          "among the saved tensors")
-                return tensors[value]
-            if tag == _TUPLE:
-                return tuple(decode(v) for v in value)
-            if tag == _DICT:
-                return {decode(k): decode(v) for k, v in value}
-            if tag == _FLOAT:
-                return _decode_float(value)
-        return {k: decode(v) for k, v in x.items()}
-
-    try:
-        return decode(skeleton)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"state skeleton is malformed ({exc})") from None
 
 
 # --------------------------------------------------------------------------- manager
