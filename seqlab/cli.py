@@ -107,10 +107,20 @@ def cmd_quickstart(args) -> int:
     return code
 
 
-def cmd_generate(args) -> int:
+def _load_text_run(run_dir: str, device: str, command: str):
+    """Load a run for a command that works on text (causal_lm) runs only."""
     import seqlab
+    from seqlab.errors import ConfigError
 
-    run = seqlab.load(args.run_dir, device=args.device)
+    run = seqlab.load(run_dir, device=device)
+    if run.config.task != "causal_lm":
+        raise ConfigError(f"seqlab {command} works on causal_lm runs; {run_dir} is a "
+                          f"{run.config.task!r} run (use its Python pipeline from seqlab.load)")
+    return run
+
+
+def cmd_generate(args) -> int:
+    run = _load_text_run(args.run_dir, args.device, "generate")
     text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                         seed=args.seed)
@@ -119,9 +129,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import seqlab
-
-    run = seqlab.load(args.run_dir, device=args.device)
+    run = _load_text_run(args.run_dir, args.device, "eval")
     metrics = run.evaluate(args.data, max_batches=args.max_batches)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")

@@ -162,3 +162,16 @@ def test_resume_with_no_checkpoint_via_cli(tmp_path, capsys):
     config = write_config(tmp_path, {"data": {"path": str(tmp_path / "d.txt")}})
     assert main(["train", config, "--out", str(tmp_path / "run"), "--resume", "-q"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_text_commands_refuse_other_tasks_with_one_line(tmp_path, capsys):
+    config = seqlab.RunConfig.from_dict({
+        "task": "synthetic", "task_options": {"name": "copy", "length": 16},
+        "model": {"mixer": "gru", "position": "none", "d_model": 16, "n_layers": 1},
+        "train": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1,
+                  "progress": False}})
+    seqlab.fit(config, tmp_path / "run")
+    for command in (["generate", str(tmp_path / "run"), "--prompt", "x"],
+                    ["eval", str(tmp_path / "run")]):
+        assert main(command + ["-q"]) == 2
+        assert "works on causal_lm runs" in capsys.readouterr().err
