@@ -166,7 +166,7 @@ def test_resume_with_no_checkpoint_via_cli(tmp_path, capsys):
 
 def test_text_commands_refuse_other_tasks_with_one_line(tmp_path, capsys):
     config = seqlab.RunConfig.from_dict({
-        "task": "synthetic", "task_options": {"name": "copy", "length": 16},
+        "task": "synthetic", "task_options": {"name": "copy", "length": 32},
         "model": {"mixer": "gru", "position": "none", "d_model": 16, "n_layers": 1},
         "train": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1,
                   "progress": False}})
