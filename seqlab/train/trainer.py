@@ -158,7 +158,26 @@ class Trainer:
             return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         return None
 
+    def _check_same_model(self) -> None:
+        """A resumed run may change ``train`` and ``data`` settings, not what was built."""
+        path = self.run_dir / CONFIG_FILE
+        if not path.exists():
+            return
+        stored, current = RunConfig.from_yaml(path).to_dict(), self.config.to_dict()
+        diffs = [f"task: run has {stored['task']!r}, config has {current['task']!r}"] \
+            if stored["task"] != current["task"] else []
+        for section in ("model", "task_options", "tokenizer"):
+            old, new = stored[section], current[section]
+            for key in sorted(set(old) | set(new)):
+                if old.get(key) != new.get(key):
+                    diffs.append(f"{section}.{key}: run has {old.get(key)!r}, config has "
+                                 f"{new.get(key)!r}")
+        if diffs:
+            raise ConfigError(f"cannot resume {self.run_dir} with a different model or task ("
+                              + "; ".join(diffs) + "); train.* and data.* may change on resume")
+
     def _restore(self) -> None:
+        self._check_same_model()
         ckpt = self.checkpoints.load_latest(device="cpu")
         load_model_tensors(self.model, ckpt.model, source=str(ckpt.path))
         state = ckpt.state

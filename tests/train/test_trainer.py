@@ -136,6 +136,17 @@ def test_stale_temporary_files_are_removed_at_the_next_start(corpus, tmp_path):
     assert not any(p.exists() for p in stale)
 
 
+def test_resume_with_a_different_model_names_the_keys(corpus, tmp_path):
+    from seqlab.errors import ConfigError
+
+    Trainer(tiny_config(corpus, steps=2), tmp_path / "run").fit()
+    changed = tiny_config(corpus, steps=4).replace(["model.d_model=64"])
+    with pytest.raises(ConfigError, match="model.d_model: run has 32, config has 64"):
+        Trainer(changed, tmp_path / "run", resume=True).fit()
+    longer = tiny_config(corpus, steps=4).replace(["train.lr=1e-3"])  # train.* may change
+    assert Trainer(longer, tmp_path / "run", resume=True).fit().step == 4
+
+
 def test_resume_without_checkpoint(corpus, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist; there is nothing to resume"):
         Trainer(tiny_config(corpus), tmp_path / "nowhere", resume=True).fit()
