@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("quickstart", help="train the built-in default model (about 3 minutes)")
-    p.add_argument("--out", default="runs/quickstart", help="run directory")
+    p.add_argument("--out", default=None,
+                   help="run directory (default: runs/quickstart, or runs/quickstart-N if taken)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true")
     _add_common(p)
@@ -97,6 +98,8 @@ def cmd_quickstart(args) -> int:
     from seqlab.quickstart import quickstart_config
 
     config = quickstart_config(args.overrides)
+    if args.out is None:
+        args.out = _free_dir(Path("runs/quickstart")) if not args.resume else "runs/quickstart"
     print(f"quickstart: byte-level {config.model.preset} on the Python standard library "
           f"({config.data.path}), {config.train.steps} steps", flush=True)
     code = _train(args, config)
@@ -117,6 +120,15 @@ def _load_text_run(run_dir: str, device: str, command: str):
         raise ConfigError(f"seqlab {command} works on causal_lm runs; {run_dir} is a "
                           f"{run.config.task!r} run (use its Python pipeline from seqlab.load)")
     return run
+
+
+def _free_dir(base: Path) -> str:
+    """``base``, or ``base-2``, ``base-3``... so rerunning a default job never hits an old run."""
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return str(candidate)
 
 
 def cmd_generate(args) -> int:

@@ -175,3 +175,15 @@ def test_text_commands_refuse_other_tasks_with_one_line(tmp_path, capsys):
                     ["eval", str(tmp_path / "run")]):
         assert main(command + ["-q"]) == 2
         assert "works on causal_lm runs" in capsys.readouterr().err
+
+
+def test_default_quickstart_directory_never_hits_an_old_run(tmp_path):
+    from pathlib import Path
+
+    from seqlab.cli import _free_dir
+
+    base = tmp_path / "runs" / "quickstart"
+    assert _free_dir(base) == str(base)
+    base.mkdir(parents=True)
+    (base.parent / "quickstart-2").mkdir()
+    assert Path(_free_dir(base)).name == "quickstart-3"
