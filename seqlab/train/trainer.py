@@ -119,7 +119,8 @@ class Trainer:
 
     # -- set-up ------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
-        has_run = (self.run_dir / CONFIG_FILE).exists() or self.checkpoints.latest_step() is not None
+        # A directory whose run never wrote weights holds nothing worth keeping.
+        has_run = (self.run_dir / WEIGHTS_FILE).exists() or self.checkpoints.latest_step() is not None
         if self.resume:
             if not self.run_dir.is_dir():
                 raise CheckpointError(f"run directory {self.run_dir} does not exist; there is "
@@ -152,6 +153,7 @@ class Trainer:
         else:
             atomic_write(self.run_dir / CONFIG_FILE, self.config.to_yaml())
             self.task.save_artifacts(self.run_dir)
+            self.metrics.truncate_after(0)
 
     def _autocast_factory(self):
         if self.config.train.precision == "bf16":

@@ -12,6 +12,7 @@ from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, TrainingError
 from seqlab.train import checkpoint as checkpoint_module
 from seqlab.train.checkpoint import CheckpointManager, load_weights
+from seqlab.train.metrics import MetricsLog
 from seqlab.train.trainer import Trainer
 
 
@@ -145,6 +146,15 @@ def test_resume_with_a_different_model_names_the_keys(corpus, tmp_path):
         Trainer(changed, tmp_path / "run", resume=True).fit()
     longer = tiny_config(corpus, steps=4).replace(["train.lr=1e-3"])  # train.* may change
     assert Trainer(longer, tmp_path / "run", resume=True).fit().step == 4
+
+
+def test_a_run_that_never_saved_can_be_started_again(corpus, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: causal_lm\n")
+    (run / "metrics.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
+    Trainer(tiny_config(corpus, steps=2), run).fit()
+    assert all(r["step"] <= 2 for r in MetricsLog(run / "metrics.jsonl").read())
 
 
 def test_resume_without_checkpoint(corpus, tmp_path):
