@@ -164,10 +164,8 @@ class Attention(Mixer):
 
     def forward(self, x: Tensor, state: KVCache | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, KVCache | None]:
-        self.check_input(x, state, padding_mask)
+        padding_mask = self.check_input(x, state, padding_mask)
         B, T, _ = x.shape
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
         x = masked_fill_padding(x, padding_mask)
         q = self.q_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, Dh)
         k, v = self.kv_proj(x).view(B, T, 2, self.n_kv_heads, self.d_head).permute(2, 0, 3, 1, 4)
@@ -194,21 +192,25 @@ class Attention(Mixer):
         y = self.out_proj(y.transpose(1, 2).reshape(B, T, self.d_model))  # (B, T, D)
         return masked_fill_padding(y, padding_mask), state
 
+    def warn_if_slow(self, dropout: float, device: torch.device) -> None:
+        """The declared fast path: say once, with the reason, when attention runs slow."""
+        if self.kernel_name != "sdpa":
+            warn_once(f"attention-kernel-{self.kernel_name}",
+                      f"attention kernel {self.kernel_name!r} is the slow reference path; "
+                      "use kernel 'sdpa' for torch's fused attention")
+        elif dropout > 0 and device.type == "cpu":
+            warn_once("attention-dropout-cpu",
+                      "attention-weight dropout takes scaled_dot_product_attention off its fused "
+                      "kernel on CPU (the unfused math path is several times slower); set "
+                      "mixer_options.attention.dropout to 0 for the fast path")
+
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor,
                 key_mask: Tensor | None, query_mask: Tensor | None, offset: int) -> Tensor:
         """Combine q (B, H, Tq, Dh) with k, v (B, Hkv, Tk, Dh) under causal/padding masks."""
         Tq, Tk = q.shape[2], k.shape[2]
         bias = self.position.bias(q_pos, k_pos) if self.position is not None else None
         dropout = self.dropout if self.training else 0.0
-        if self.kernel_name != "sdpa":
-            warn_once(f"attention-kernel-{self.kernel_name}",
-                      f"attention kernel {self.kernel_name!r} is the slow reference path; "
-                      "use kernel 'sdpa' for torch's fused attention")
-        elif dropout > 0 and q.device.type == "cpu":
-            warn_once("attention-dropout-cpu",
-                      "attention-weight dropout takes scaled_dot_product_attention off its fused "
-                      "kernel on CPU (the unfused math path is several times slower); set "
-                      "mixer_options.attention.dropout to 0 for the fast path")
+        self.warn_if_slow(dropout, q.device)
 
         mask = None
         if key_mask is not None:

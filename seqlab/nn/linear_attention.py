@@ -161,11 +161,9 @@ class LinearAttention(Mixer):
 
     def forward(self, x: Tensor, state: LinearAttentionState | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, LinearAttentionState | None]:
-        self.check_input(x, state, padding_mask)
+        padding_mask = self.check_input(x, state, padding_mask)
         B, T, _ = x.shape
         H, Hkv, Dh = self.n_heads, self.n_kv_heads, self.d_head
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
         x = masked_fill_padding(x, padding_mask)  # also clears NaN stored in padding
         work = torch.promote_types(x.dtype, torch.float32)
         q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2).to(work)  # (B, H, T, Dh)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.nn.attention import Attention
-from seqlab.nn.mixer import Mixer, masked_fill_padding, warn_once
+from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, positions_from_mask
 
@@ -181,22 +181,17 @@ class WindowAttention(Attention):
 
     def forward(self, x: Tensor, state: WindowCache | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, WindowCache | None]:
-        self.check_input(x, state, padding_mask)
+        padding_mask = self.check_input(x, state, padding_mask)
         B, T, D = x.shape
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
         x = masked_fill_padding(x, padding_mask)
         real = None
         if padding_mask is not None:
             # Real tokens to the front, in order, so the window counts positions, not slots.
-            order = torch.sort((~padding_mask).to(torch.int8), dim=1, stable=True).indices  # (B, T)
+            order = real_tokens_first(padding_mask)  # (B, T)
             order = order.unsqueeze(-1).expand(B, T, D)  # (B, T, D)
             x = x.gather(1, order)  # (B, T, D)
             real = torch.arange(T, device=x.device) < padding_mask.sum(1, keepdim=True)  # (B, T)
-        if self.kernel_name != "sdpa":
-            warn_once(f"attention-kernel-{self.kernel_name}",
-                      f"attention kernel {self.kernel_name!r} is the slow reference path; "
-                      "use kernel 'sdpa' for torch's fused attention")
+        self.warn_if_slow(self.dropout if self.training else 0.0, x.device)
 
         q = self.q_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, Dh)
         k, v = self.kv_proj(x).view(B, T, 2, self.n_kv_heads, self.d_head).permute(2, 0, 3, 1, 4)

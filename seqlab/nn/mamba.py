@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import Mixer, masked_fill_padding
+from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.scan import selective_scan, selective_step
 
@@ -187,9 +187,7 @@ class Mamba(Mixer):
 
     def forward(self, x: Tensor, state: MambaState | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, MambaState | None]:
-        self.check_input(x, state, padding_mask)
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
+        padding_mask = self.check_input(x, state, padding_mask)
         if state is not None and x.shape[1] == 1 and padding_mask is None:
             return self._step(x, state)
         x = masked_fill_padding(x, padding_mask)
@@ -223,7 +221,7 @@ class Mamba(Mixer):
         seq = xs.transpose(1, 2)  # (B, d_inner, T)
         if padding_mask is not None:
             # Stable sort puts each row's real tokens first, in their original order.
-            order = torch.sort((~padding_mask).to(torch.int8), dim=1, stable=True).indices  # (B, T)
+            order = real_tokens_first(padding_mask)  # (B, T)
             order = order.unsqueeze(1).expand(Bsz, d, T)  # (B, d_inner, T)
             seq = seq.gather(2, order)
         if buffer is None:

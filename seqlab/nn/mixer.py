@@ -58,8 +58,12 @@ class Mixer(nn.Module):
                 padding_mask: Tensor | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
 
-    def check_input(self, x: Tensor, state: State, padding_mask: Tensor | None) -> None:
-        """Raise seqlab errors for inputs the mixer cannot take (shape, mask, state)."""
+    def check_input(self, x: Tensor, state: State, padding_mask: Tensor | None) -> Tensor | None:
+        """Raise seqlab errors for inputs the mixer cannot take (shape, mask, state).
+
+        Returns the padding mask to use: None when every token is real, so mixers take
+        their unpadded fast path whenever they can.
+        """
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ShapeError(
                 f"{type(self).__name__} expects input of shape (batch, time, {self.d_model}), "
@@ -79,6 +83,15 @@ class Mixer(nn.Module):
                 f"{type(self).__name__} is bidirectional (causal=False) and cannot carry a "
                 "streaming state; run it on whole sequences with state=None"
             )
+        if padding_mask is not None and bool(padding_mask.all()):
+            return None
+        return padding_mask
+
+
+def real_tokens_first(padding_mask: Tensor) -> Tensor:
+    """(B, T) gather indices that move each row's real tokens to the front, in order
+    (a stable sort), so a padded row can run as if it were right-padded."""
+    return torch.sort((~padding_mask).to(torch.int8), dim=1, stable=True).indices
 
 
 def masked_fill_padding(x: Tensor, padding_mask: Tensor | None) -> Tensor:

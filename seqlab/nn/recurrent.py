@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqlab.nn.mixer import Mixer, masked_fill_padding, warn_once
+from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first, warn_once
 
 _KERNELS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _CELL_OPS = {"rnn": torch.rnn_tanh_cell, "lstm": torch.lstm_cell, "gru": torch.gru_cell}
@@ -61,9 +61,7 @@ class RecurrentMixer(Mixer):
 
     def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None]:
-        self.check_input(x, state, padding_mask)
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
+        padding_mask = self.check_input(x, state, padding_mask)
         hx = None
         if state is not None:
             hx = tuple(s.to(x.dtype) for s in state)
@@ -111,7 +109,7 @@ class RecurrentMixer(Mixer):
         B, T, D = x.shape
         lengths = padding_mask.sum(1)  # (B,)
         # Stable sort puts each row's real tokens first, in their original order.
-        order = torch.sort((~padding_mask).to(torch.int8), dim=1, stable=True).indices  # (B, T)
+        order = real_tokens_first(padding_mask)  # (B, T)
         gather = order.unsqueeze(-1).expand(B, T, D)
         packed = pack_padded_sequence(x.gather(1, gather), lengths.clamp(min=1).cpu(),
                                       batch_first=True, enforce_sorted=False)

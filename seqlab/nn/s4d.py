@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import Mixer, masked_fill_padding
+from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 
 INITS = ("legs", "lin", "inv")
@@ -185,10 +185,8 @@ class S4D(Mixer):
 
     def forward(self, x: Tensor, state: S4DState | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, S4DState | None]:
-        self.check_input(x, state, padding_mask)
+        padding_mask = self.check_input(x, state, padding_mask)
         B, T, D = x.shape
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
         u = masked_fill_padding(x, padding_mask).to(self._real_dtype()).transpose(1, 2)  # (B, D, T)
         dt_a, db, c = self.discretize()
 
@@ -198,7 +196,7 @@ class S4D(Mixer):
             front = None
             if padding_mask is not None:
                 # Stable sort moves each row's real tokens to the front, in order.
-                front = torch.sort((~padding_mask).to(torch.int8), dim=1, stable=True).indices
+                front = real_tokens_first(padding_mask)
                 front = front[:, None, :].expand(B, D, T)  # (B, D, T)
                 u_front = u.gather(2, front)
             else:

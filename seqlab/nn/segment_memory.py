@@ -123,13 +123,11 @@ class SegmentMemoryAttention(Mixer):
 
     def forward(self, x: Tensor, state: SegmentMemoryState | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, SegmentMemoryState | None]:
-        self.check_input(x, state, padding_mask)
+        padding_mask = self.check_input(x, state, padding_mask)
         B, T, _ = x.shape
         H, Hkv, Dh = self.n_heads, self.n_kv_heads, self.d_head
         L, M, Nc = self.segment, self.memory_segments, self.compressed_slots
         P = L // self.compression_rate  # pooled slots per segment
-        if padding_mask is not None and bool(padding_mask.all()):
-            padding_mask = None
         x = masked_fill_padding(x, padding_mask)  # also clears NaN stored in padding
         carried = state if state is not None else self.init_state(B, x.device, x.dtype)
 
