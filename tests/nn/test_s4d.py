@@ -55,9 +55,10 @@ def finish(mixer, x, ssm):
 
 
 @pytest.mark.parametrize("init", ["legs", "lin", "inv"])
-def test_fft_convolution_equals_naive_recurrence(init):
+@pytest.mark.parametrize("length", [1, 37, 40, 300])  # the kernel's power tables: s j + i
+def test_fft_convolution_equals_naive_recurrence(init, length):
     mixer = make(init=init)
-    x = torch.randn(2, 40, D)
+    x = torch.randn(2, length, D)
     y, _ = mixer(x)
     ref = finish(mixer, x, scan(mixer, 0, x))
     torch.testing.assert_close(y.double(), ref, atol=1e-5, rtol=1e-4)
