@@ -27,6 +27,10 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--lengths", type=_csv(int), default=[64, 256, 1024])
     p.add_argument("--tasks", type=_csv(str), default=None, help="default: all synthetic tasks")
     p.add_argument("--budget", default="small", help="tiny (seconds, for tests), small (200 steps a run), medium")
+    p.add_argument("--steps", type=int, default=None, help="override the budget's steps")
+    p.add_argument("--tokens-per-step", type=int, default=None,
+                   help="override the budget's tokens per step (batch = tokens // length)")
+    p.add_argument("--lr", type=float, default=None, help="override the budget's learning rate")
     p.add_argument("--out", default="runs/bench-tasks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -61,7 +65,10 @@ def cmd_bench(args) -> int:
     if args.bench == "tasks":
         from seqlab.bench.tasks import run_task_bench
 
-        run_task_bench(args.mixers, args.lengths, args.tasks, budget=args.budget, out_dir=out,
+        overrides = {key: value for key, value in (("steps", args.steps), ("lr", args.lr),
+                     ("tokens_per_step", args.tokens_per_step)) if value is not None}
+        run_task_bench(args.mixers, args.lengths, args.tasks, budget=args.budget,
+                       budget_overrides=overrides, out_dir=out,
                        seed=args.seed, device=args.device, progress=progress)
         print(f"results: {out / 'results.md'}, {out / 'results.csv'}, "
               f"{out / 'accuracy_vs_length.png'}")

@@ -119,7 +119,7 @@ BUDGETS: dict[str, Budget] = {
 PARAM_TOLERANCE = 0.15
 COLUMNS = ["task", "mixer", "length", "status", "accuracy", "chance", "val_loss", "mse",
            *[f"accuracy@{k}x" for k in EXTRAPOLATION], "params", "target_params", "d_model",
-           "n_layers", "causal", "steps", "batch_size", "train_seconds", "mixer_options",
+           "n_layers", "causal", "steps", "batch_size", "lr", "train_seconds", "mixer_options",
            "run_dir"]
 
 
@@ -208,22 +208,42 @@ def train_one(config: RunConfig, run_dir: Path) -> TrainResult:
     return Trainer(config, run_dir).fit()
 
 
-def _check_names(mixers: list[str], tasks: list[str], lengths: list[int], budget: str) -> None:
+def _check_grid(mixers: list[str], tasks: list[str], lengths: list[int]) -> None:
+    """Raise ``ConfigError`` before any run for a name or length no run could use."""
     for mixer in mixers:
         MIXERS.get(mixer)  # ConfigError naming the valid mixers
-    for task in tasks:
-        SYNTHETIC.get(task)
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; valid: {', '.join(BUDGETS)}")
     if not mixers or not tasks or not lengths:
         raise ConfigError("give at least one mixer, one task and one length")
     bad = [n for n in lengths if n <= 0]
     if bad:
         raise ConfigError(f"lengths must be positive, got {bad}")
+    for task in tasks:
+        generator = SYNTHETIC.get(task)(**TASK_OPTIONS.get(task, {}))
+        for length in lengths:
+            generator.check_length(length)  # e.g. "Copy sequences need length >= 21"
+
+
+def resolve_budget(name: str, overrides: dict | None = None) -> Budget:
+    """``BUDGETS[name]`` with some fields replaced (e.g. ``{"steps": 3000}``).
+
+    Raises:
+        ConfigError: an unknown budget or field, or a value that is not positive.
+    """
+    if name not in BUDGETS:
+        raise ConfigError(f"unknown budget {name!r}; valid: {', '.join(BUDGETS)}")
+    overrides = dict(overrides or {})
+    fields = {f.name: f for f in dataclasses.fields(Budget)}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"unknown budget field {key!r}; valid: {', '.join(fields)}")
+        if value is None or value <= 0:
+            raise ConfigError(f"budget field {key} must be positive, got {value}")
+    return dataclasses.replace(BUDGETS[name], **overrides)
 
 
 def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | None = None, *,
-                   budget: str = "small", out_dir: Path, seed: int = 0, device: str = "auto",
+                   budget: str = "small", budget_overrides: dict | None = None, out_dir: Path,
+                   seed: int = 0, device: str = "auto",
                    progress: Callable[[str], None] | None = None) -> list[dict]:
     """Train every mixer on every task at every length; write the results.
 
@@ -232,6 +252,8 @@ def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | Non
         lengths: training sequence lengths.
         tasks: synthetic task names (default: all six, ``BENCH_TASKS``).
         budget: a key of ``BUDGETS`` (``tiny`` for tests, ``small``, ``medium``).
+        budget_overrides: fields of that budget to replace, e.g. ``{"steps": 3000}``
+            (``resolve_budget``).
         out_dir: receives ``results.csv``, ``results.md``, ``accuracy_vs_length.png`` and
             ``runs/``; a run directory from an earlier bench is replaced.
         seed: one seed for every run, so all mixers see the same data and held-out sets.
@@ -247,8 +269,8 @@ def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | Non
         ConfigError: an unknown mixer, task or budget, or no lengths.
     """
     tasks = list(BENCH_TASKS if tasks is None else tasks)
-    _check_names(mixers, tasks, lengths, budget)
-    spec = BUDGETS[budget]
+    _check_grid(mixers, tasks, lengths)
+    spec = resolve_budget(budget, budget_overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
@@ -280,6 +302,7 @@ def _run(task: str, mixer: str, length: int, spec: Budget, widths: dict, out_dir
     row = {c: "" for c in COLUMNS}
     row.update(task=task, mixer=mixer, length=length, chance=round(generator.chance, 4),
                n_layers=spec.n_layers, steps=spec.steps, batch_size=spec.batch_size(length),
+               lr=spec.lr,
                run_dir=str(run_dir.relative_to(out_dir)))
     start = time.perf_counter()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from seqlab.config import ModelConfig, convert
@@ -77,9 +78,16 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
 def init_weights(module: nn.Module, n_layers: int) -> None:
     """GPT-2 style init: N(0, 0.02) for linear and embedding weights, zero biases, and
     residual output projections scaled by 1/sqrt(2 n_layers) so the residual stream's
-    variance does not grow with depth. Recurrent kernels keep torch's init."""
+    variance does not grow with depth. Recurrent kernels keep torch's init, and mixers
+    with ``own_init`` keep theirs but for that same scaling of ``out_proj``."""
+    own = [name + "." for name, m in module.named_modules() if getattr(m, "own_init", False)]
     for name, m in module.named_modules():
         if isinstance(m, (nn.RNNBase,)):
+            continue
+        if any(name.startswith(prefix) for prefix in own):
+            if isinstance(m, nn.Linear) and name.endswith("out_proj"):
+                with torch.no_grad():
+                    m.weight /= math.sqrt(2 * n_layers)
             continue
         if isinstance(m, nn.Linear):
             std = 0.02

@@ -29,8 +29,13 @@ Parameter names (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``
 ``out_proj``) and shapes are those of the reference ``mamba_simple.Mamba`` and of
 Hugging Face's ``MambaMixer``, so their weights load unchanged.
 
-Limitation: ``A_log`` and ``D`` are 2-D and 1-D parameters like any other; the paper
-excludes them from weight decay, which the optimiser's parameter groups decide.
+Init is the reference's (``own_init``): torch's default for the projections and the conv,
+the dt and S4D-real init below, and only ``out_proj`` scaled with depth by the model
+builder. The builder's generic N(0, 0.02) makes B and C, whose product carries the
+whole SSM path, start about 3-4x smaller each (std 0.04 and 0.03 against 0.12 at
+d_model 64); measured on selective copying (L 64, d 64,
+2 layers, lr 3e-3, batch 32) that left accuracy at 0.27 after 600 steps against 0.38.
+``A_log`` and ``D`` are excluded from weight decay (``no_weight_decay``), as in the paper.
 """
 
 from __future__ import annotations
@@ -153,6 +158,7 @@ class Mamba(Mixer):
     no_weight_decay = ("A_log", "D")  # the paper leaves the SSM's A and skip undecayed
 
     causal = True
+    own_init = True
 
     def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,

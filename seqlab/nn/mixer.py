@@ -39,10 +39,14 @@ class Mixer(nn.Module):
 
     Subclasses set ``causal`` and implement ``init_state`` and ``forward``.
     ``max_positions`` is the longest sequence the mixer accepts (None: unbounded).
+    ``own_init``: the mixer initialises its own weights and the model builder's generic
+    init (``seqlab.models.build.init_weights``) leaves them alone, except for the
+    depth scaling of ``out_proj``.
     """
 
     causal: bool = True
     max_positions: int | None = None
+    own_init: bool = False
 
     def __init__(self, d_model: int):
         super().__init__()

@@ -34,6 +34,27 @@ def test_tiny_bench_writes_csv_markdown_and_plot(tmp_path):
     assert (tmp_path / "accuracy_vs_length.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_budget_overrides_reach_every_run_and_the_table(tmp_path):
+    from seqlab.cli import main
+
+    assert main(["bench", "tasks", "--mixers", "lstm", "--lengths", "32", "--tasks", "copy",
+                 "--budget", "tiny", "--steps", "5", "--tokens-per-step", "128", "--lr", "0.01",
+                 "--out", str(tmp_path), "-q"]) == 0
+    (row,) = read_csv(tmp_path / "results.csv")
+    assert (row["steps"], row["batch_size"], float(row["lr"])) == ("5", "4", 0.01)
+    metrics = (tmp_path / row["run_dir"] / "metrics.jsonl").read_text()
+    assert '"step": 5' in metrics and '"step": 6' not in metrics
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"stepz": 3}, "unknown budget field 'stepz'"),
+    ({"steps": 0}, "steps must be positive"),
+])
+def test_bad_budget_overrides_are_config_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        bench.resolve_budget("tiny", overrides)
+
+
 def test_parameter_budgets_match():
     spec = bench.BUDGETS["small"]
     for mixer in ["lstm", "gru"]:
@@ -46,6 +67,8 @@ def test_unknown_mixer_is_a_config_error(tmp_path):
         bench.run_task_bench(["lstn"], [32], ["copy"], budget="tiny", out_dir=tmp_path)
     with pytest.raises(ConfigError, match="budget"):
         bench.run_task_bench(["lstm"], [32], ["copy"], budget="huge", out_dir=tmp_path)
+    with pytest.raises(ConfigError, match="length >= 21"):
+        bench.run_task_bench(["lstm"], [32, 16], ["copy"], budget="tiny", out_dir=tmp_path)
     assert not (tmp_path / "results.csv").exists()
 
 

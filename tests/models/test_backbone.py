@@ -37,6 +37,18 @@ def test_hybrid_stack_lists_one_mixer_per_layer():
         config(mixer=["lstm"])
 
 
+def test_generic_init_leaves_own_init_mixers_but_scales_their_out_proj():
+    torch.manual_seed(0)
+    bb = build_backbone(config(mixer=["mamba", "attention"], n_layers=2, position="rope").model)
+    mamba, attention = bb.blocks[0].mixer, bb.blocks[1].mixer
+    # torch's default Linear init is U(+-1/sqrt(fan_in)): std 1/sqrt(3 fan_in)
+    default_std = (3 * mamba.in_proj.in_features) ** -0.5
+    assert mamba.in_proj.weight.std().item() == pytest.approx(default_std, rel=0.1)
+    out_std = (3 * mamba.out_proj.in_features) ** -0.5 / 2  # / sqrt(2 n_layers)
+    assert mamba.out_proj.weight.std().item() == pytest.approx(out_std, rel=0.1)
+    assert attention.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
 def test_tied_head_shares_the_embedding():
     model = build_language_model(config(tie_embeddings=True))
     assert model.head.proj.weight is model.backbone.embed.weight
