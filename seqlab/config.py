@@ -158,6 +158,10 @@ class TrainConfig:
     save_every: int | None = None
     keep_checkpoints: int = 2
     num_threads: int | None = None
+    # Flush denormal floats to zero on CPU while training (restored afterwards): gradients
+    # fading through hundreds of recurrent steps go denormal, and x86 CPUs handle those
+    # about 10x slower (measured on an LSTM trained on an end-scored task).
+    flush_denormal: bool = True
     progress: bool = True
 
     def __post_init__(self):

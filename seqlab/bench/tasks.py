@@ -274,10 +274,6 @@ def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
-    # Flush denormals (restored to torch's default afterwards): gradients fading through
-    # hundreds of recurrent steps become denormal floats, which made an LSTM step ~10x
-    # slower on x86 CPUs.
-    torch.set_flush_denormal(True)
     rows, widths = [], {}
     grid = [(t, m, n) for t in tasks for m in mixers for n in lengths]
     try:
@@ -290,7 +286,6 @@ def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | Non
                 break
     finally:
         torch.set_num_threads(threads)
-        torch.set_flush_denormal(False)
     write_results(rows, out_dir)
     return rows
 

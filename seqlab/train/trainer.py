@@ -205,6 +205,7 @@ class Trainer:
         progress = self._progress()
         window_items, window_start = 0, time.perf_counter()
         self.model.train()
+        flushing = cfg.flush_denormal and torch.set_flush_denormal(True)  # False: unsupported
         try:
             with GracefulInterrupt() as interrupt:
                 while self.step < cfg.steps:
@@ -234,6 +235,8 @@ class Trainer:
                         result.interrupted = interrupt.requested
                         break
         finally:
+            if flushing:
+                torch.set_flush_denormal(False)  # torch's default
             if progress is not None:
                 progress.close()
         if not (self.run_dir / WEIGHTS_FILE).exists():

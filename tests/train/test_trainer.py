@@ -114,6 +114,22 @@ def test_non_finite_loss_stops_naming_the_step(corpus, tmp_path, monkeypatch):
         trainer.fit()
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_denormals_flush_during_training_only(corpus, tmp_path, monkeypatch, flush):
+    trainer = Trainer(tiny_config(corpus, steps=2, flush_denormal=flush), tmp_path / "run")
+    original, seen = type(trainer.task).loss, []
+
+    def loss(self, model, batch):
+        seen.append((torch.tensor(1e-39) * 1.0).item())  # a float32 denormal
+        return original(self, model, batch)
+
+    monkeypatch.setattr(type(trainer.task), "loss", loss)
+    trainer.fit()
+    if torch.set_flush_denormal(False):  # the platform supports flushing
+        assert seen == [0.0, 0.0] if flush else all(v > 0 for v in seen)
+    assert (torch.tensor(1e-39) * 1.0).item() > 0  # restored afterwards
+
+
 def test_bf16_autocast_trains(corpus, tmp_path):
     result = Trainer(tiny_config(corpus, precision="bf16", steps=4), tmp_path / "run").fit()
     assert torch.isfinite(torch.tensor(result.metrics["val_loss"]))
