@@ -12,7 +12,9 @@ from seqlab.config import ModelConfig
 from seqlab.models.build import build_backbone
 from seqlab.nn.mamba import Mamba, MambaOptions, MambaState
 from seqlab.errors import ShapeError
-from seqlab.nn.scan import auto_chunk_size, linear_scan_, selective_scan, selective_step
+import seqlab.nn.scan as scan_module
+from seqlab.nn.scan import (auto_chunk_size, lane_count, linear_scan_, selective_scan,
+                            selective_step)
 
 D = 32
 
@@ -55,8 +57,15 @@ def run_ref(x):
     return selective_scan_ref(x["u"], x["dt"], x["A"], x["B"], x["C"], x["D"], h0=x["h0"])
 
 
+@pytest.fixture(params=["lanes", "tree"])
+def chunk_scan(request, monkeypatch):
+    """Run each scan test with the CPU lane scan and with the accelerators' tree scan."""
+    monkeypatch.setattr(scan_module, "_uses_tree", lambda device: request.param == "tree")
+    return request.param
+
+
 @pytest.mark.parametrize("chunk_size", [1, 3, 8, 16, 36, 37, 64])
-def test_parallel_scan_equals_sequential_reference(chunk_size):
+def test_parallel_scan_equals_sequential_reference(chunk_size, chunk_scan):
     x = scan_inputs()  # T = 37: most chunk sizes leave a short last chunk
     y, h = run_scan(x, chunk_size)
     y_ref, h_ref = run_ref(x)
@@ -73,8 +82,8 @@ def test_scan_in_float32_and_without_initial_state():
     torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 5, 8, 64])
-def test_scan_gradients_equal_reference_gradients(chunk_size):
+@pytest.mark.parametrize("chunk_size", [1, 5, 8, 32, 64])
+def test_scan_gradients_equal_reference_gradients(chunk_size, chunk_scan):
     x = scan_inputs(grad=True)
     g = torch.Generator().manual_seed(1)
     gy = torch.randn(2, 37, 5, generator=g, dtype=torch.float64)
@@ -95,19 +104,27 @@ def test_scan_gradients_pass_gradcheck():
     assert torch.autograd.gradcheck(fn, tuple(x.values()))
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_linear_scan_equals_loop(reverse):
+def test_linear_scan_equals_loop(reverse, lanes):
     a, b = torch.rand(16, 3, 2, dtype=torch.float64), torch.randn(16, 3, 2, dtype=torch.float64)
     expected, h = torch.empty_like(b), torch.zeros(3, 2, dtype=torch.float64)
     for t in (range(15, -1, -1) if reverse else range(16)):
         h = a[t] * h + b[t]
         expected[t] = h
     a_before = a.clone()
-    torch.testing.assert_close(linear_scan_(a, b.clone(), reverse=reverse), expected)
+    torch.testing.assert_close(linear_scan_(a, b.clone(), reverse=reverse, lanes=lanes), expected)
     assert torch.equal(a, a_before)  # decays are read, never written
 
 
-def test_dt_zero_steps_pass_the_state_through():
+def test_lanes_only_for_small_states():
+    """Lanes pay only while a kernel call costs more than streaming one state."""
+    assert lane_count(32, 256 * 16) == 1  # d_inner 256: the plain loop
+    assert lane_count(128, 64 * 16) == 16  # d_inner 64: 16 lanes of 8 steps
+    assert lane_count(4, 40) == 1 and lane_count(8, 40) == 4  # never two lanes
+
+
+def test_dt_zero_steps_pass_the_state_through(chunk_scan):
     x = scan_inputs(T=12)
     keep = torch.tensor([0, 0, 1, 1, 1, 0, 1, 0, 0, 0, 1, 0], dtype=torch.bool)
     x["dt"][:, ~keep] = 0.0  # decay exp(0) = 1 and no input
@@ -122,7 +139,7 @@ def test_dt_zero_steps_pass_the_state_through():
     torch.testing.assert_close(h, run_scan(alone, chunk_size=4)[1])
 
 
-def test_scan_working_memory_is_bounded_by_the_chunk():
+def test_scan_working_memory_is_bounded_by_the_chunk(chunk_scan):
     """No tensor the scan makes (forward or backward) is near the (B, T, d, N) size of all
     states: the states live one (B, chunk, d, N) block at a time plus one per chunk start."""
     batch, T, d, N, chunk = 2, 512, 16, 16, 16
