@@ -9,17 +9,20 @@ Time is cut into chunks; each chunk's decays a_t = exp(dt_t A) and inputs
 b_t = dt_t B_t u_t are formed in a few whole-chunk kernels, the chunk is scanned, and
 only the state crosses from one chunk to the next (a loop over chunks).
 
-How a chunk is scanned depends on what a kernel call costs. On CPU a call costs about
-a microsecond, and past that the scan is bound by memory traffic, so every pass over
-the chunk counts: a Blelloch tree makes four or more with its decay products, a plain
-loop over the chunk one (one fused multiply-add per step, in place). The CPU scan
-(``_Lanes``) is that loop, run over several lanes of consecutive steps side by side
-when the state is small enough (B * N * d up to 2048 floats) that cutting calls is
-worth a second pass: lanes scanned alone to their ends, a short loop carrying the true
-state from lane to lane, every lane scanned again from its true start. On
-accelerators, where launches dominate, a chunk is a work-efficient Blelloch tree
-(``_Tree``; Blelloch 1990, "Prefix sums and their applications"), 2 log2(chunk) - 1
-launches. Neither forms exp of growing positive numbers (the shortcut
+How a chunk is scanned depends on what a kernel call costs, but it is always a
+parallel scan, never a loop over every time step. Two are implemented:
+
+- the two-level lane scan (``_Lanes``, CPU with small states: B * N * d up to 2048
+  floats): the chunk is cut into lanes of consecutive steps; all lanes are scanned
+  side by side to their ends (one fused multiply-add per step, in place, across every
+  lane at once), a short loop carries the true state from lane to lane, and every lane
+  is scanned again from its true start. On CPU a call costs about a microsecond and
+  past that the scan is bound by memory traffic, so this makes the fewest passes;
+- the work-efficient Blelloch tree (``_Tree``; Blelloch 1990, "Prefix sums and their
+  applications"), 2 log2(chunk) - 1 launches over strided views: accelerators, where
+  launches dominate, and CPU states too large for lanes to pay.
+
+Neither forms exp of growing positive numbers (the shortcut
 exp(cumsum) * cumsum(exp(-cumsum) ...) does, and overflows): every multiply is by one
 step's decay or by a product of decays in [0, 1], and products below
 ``_NEGLIGIBLE_DECAY`` are flushed to 0.
@@ -161,6 +164,10 @@ def lane_count(chunk: int, state_elements: int) -> int:
     to ``_LANE_MAX_STATE`` floats (measured, one thread: d_inner 64 and 128 gain, 256
     loses), lanes being added until a call covers ``_LANE_ELEMENTS`` floats, and at
     most about sqrt(2 chunk). Fewer than three lanes save no calls.
+
+    Returns 1 where lanes do not pay; such chunks are scanned by the tree (``_Tree``),
+    not by a loop over every step: one lane would be a sequential loop over time,
+    measured 1.3x faster than the tree at d_inner 256 but not a parallel scan.
 
     Args:
         chunk: time steps in the chunk.
@@ -384,10 +391,10 @@ class _Chunks:
 
     def __init__(self, like: Tensor, L: int, batch: int, N: int, d: int, count: int, *,
                  reverse: bool = False):
-        if _uses_tree(like.device):
+        lanes = 1 if _uses_tree(like.device) else lane_count(L, batch * N * d)
+        if lanes == 1:
             self.K, P = 0, 1 << max(L - 1, 0).bit_length()
         else:
-            lanes = lane_count(L, batch * N * d)
             self.K = -(-L // lanes)
             P = self.K * lanes
         self.buffers = [like.new_empty(P + 1, batch, N, d) for _ in range(count)]

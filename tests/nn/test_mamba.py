@@ -119,7 +119,7 @@ def test_linear_scan_equals_loop(reverse, lanes):
 
 def test_lanes_only_for_small_states():
     """Lanes pay only while a kernel call costs more than streaming one state."""
-    assert lane_count(32, 256 * 16) == 1  # d_inner 256: the plain loop
+    assert lane_count(32, 256 * 16) == 1  # d_inner 256: the tree
     assert lane_count(128, 64 * 16) == 16  # d_inner 64: 16 lanes of 8 steps
     assert lane_count(4, 40) == 1 and lane_count(8, 40) == 4  # never two lanes
 
