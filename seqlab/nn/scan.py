@@ -248,7 +248,8 @@ class _Tree:
 
     The same recurrences as ``_Lanes`` in 2 log2(P) - 1 fused multiply-adds over strided
     views (an up-sweep, then a down-sweep), for accelerators, where the number of
-    launches matters more than the four or so passes over the buffer. Partial products
+    launches matters more than the four or so passes over the buffer, and for CPU
+    states too large for lanes to pay (``lane_count``). Partial products
     of decays go to the workspace ``p``, flushed to 0 below ``_NEGLIGIBLE_DECAY``.
 
     Shapes:
@@ -316,7 +317,8 @@ def linear_scan_(a: Tensor, b: Tensor, *, reverse: bool = False, lanes: int = 1)
 
 
 def _uses_tree(device: torch.device) -> bool:
-    """Accelerators scan chunks with ``_Tree``, CPUs with ``_Lanes`` (module docstring)."""
+    """Accelerators scan chunks with ``_Tree``; CPUs with ``_Lanes`` where ``lane_count``
+    gives lanes, else with ``_Tree`` too (module docstring)."""
     return device.type != "cpu"
 
 
