@@ -5,17 +5,20 @@ What it can and cannot show. Each run is a real Trainer run (``out_dir/runs/TASK
 MIXER/L<length>``, with its checkpoint and loss plot: about a second of overhead per
 run) of a small model for a fixed number of steps. The ``small`` budget (about 100k
 parameters, 2 layers, 200 steps of 2048 tokens, one CPU thread) fits the default grid
-(7 mixers x 6 tasks x lengths 64, 256, 1024) in roughly half an hour on two cores, and
+(7 mixers x 6 tasks x lengths 64, 256, 1024) in about 22 minutes on two cores, and
 at that size it measures *how fast a mixer picks a task up*, not what it can finally
 do. On ``copy`` it already separates the mixers: attention solves it at 64 and 256,
 S4D at 64, a 64-token window only while the gap fits in the window, and LSTM/GRU stay at
-chance. Expect most other cells to sit near chance, though: in spot checks LSTM and
-attention stayed at chance on induction (256, 1024) and ListOps (256), and only
-attention beat chance on adding at 256. 200 steps are far too few for these; the
-published results (Mamba §4.1, Zoology §4, LRA) take 10^4 - 10^5 steps at larger
-widths. Use ``budget="medium"`` (or larger, on a GPU) before drawing conclusions about
-capacity, and read accuracies from one seed on at most 128 held-out sequences (16 at
-8x the training length) as a few points noisy.
+chance. Expect most other cells to sit near chance, though: selective copying, MQAR,
+induction and ListOps need far more steps, and mamba stays at chance on every task,
+because it needs a few hundred steps before it learns to select (measured on selective
+copying: loss leaves its plateau after about 200 steps of 32 sequences at length 64 and
+about 500 at length 256; ``benchmarks/results/long_runs.md`` follows such runs to
+thousands of steps). The published results (Mamba §4.1, Zoology §4, LRA) take 10^4 -
+10^5 steps at larger widths. Raise ``steps`` (``budget_overrides``) or use
+``budget="medium"`` (or larger, on a GPU) before drawing conclusions about capacity,
+and read accuracies from one seed on at most 128 held-out sequences (16 at 8x the
+training length) as a few points noisy.
 
 Parameter matching: for each (mixer, task) the width is the multiple of 8 whose
 model's parameter count is closest to that of ``attention`` at the budget's reference
