@@ -32,9 +32,10 @@ Hugging Face's ``MambaMixer``, so their weights load unchanged.
 Init is the reference's (``own_init``): torch's default for the projections and the conv,
 the dt and S4D-real init below, and only ``out_proj`` scaled with depth by the model
 builder. The builder's generic N(0, 0.02) makes B and C, whose product carries the
-whole SSM path, start about 3-4x smaller each (std 0.04 and 0.03 against 0.12 at
-d_model 64); measured on selective copying (L 64, d 64,
-2 layers, lr 3e-3, batch 32) that left accuracy at 0.27 after 600 steps against 0.38.
+whole SSM path, start 3-4x smaller each (std 0.04 and 0.03 against 0.12 at d_model
+64). Measured with it: selective copying (L 64, d 64, 2 layers, lr 3e-3, batch 32)
+reached 0.27 accuracy after 600 steps against 0.38, and ``mamba-tiny`` on the quickstart
+corpus 1.84 against 1.79 bits per byte after 300 steps.
 ``A_log`` and ``D`` are excluded from weight decay (``no_weight_decay``), as in the paper.
 """
 
