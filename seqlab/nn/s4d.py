@@ -38,10 +38,10 @@ are gathered to the front before the convolution (like the packing in recurrent.
 and scattered back, so a padded batch equals each sequence alone for any mask
 pattern, and a padded position never advances the state (``dA`` is not applied).
 
-Limitations: a chunk run with a state (streaming prefill) still builds the (D, N/2, T)
-powers for the carried state's share. ``A`` and ``dt`` are exempt from weight decay
-(``no_weight_decay``) but share the model's learning rate; S4 also lowers theirs (set
-that with parameter groups on ``log_dt``, ``log_a_real``, ``a_imag``).
+A chunk run with a state (streaming prefill) takes the carried state's share the same
+blocked way. ``A`` and ``dt`` are exempt from weight decay (``no_weight_decay``) but
+share the model's learning rate; S4 also lowers theirs (set that with parameter groups
+on ``log_dt``, ``log_a_real``, ``a_imag``).
 """
 
 from __future__ import annotations
@@ -215,17 +215,6 @@ class S4D(Mixer):
         y = self.out_proj(y.transpose(1, 2).to(x.dtype))  # (B, T, D)
         return masked_fill_padding(y, padding_mask), (S4DState(new) if state is not None else None)
 
-    @staticmethod
-    def _powers(dt_a: Tensor, T: int) -> Tensor:
-        """Vandermonde matrix ``dA^l = exp(l dt A)`` for l < T: (K, D, M, T).
-
-        Built as ``dA^(s j) * dA^i`` (l = s j + i, s about sqrt(T)): two small tables of
-        exponentials and one complex product, since a complex exp costs ~10x a multiply.
-        """
-        outer, inner = _power_tables(dt_a, T)  # (K, D, M, J), (K, D, M, s)
-        powers = (outer[..., :, None] * inner[..., None, :]).flatten(-2)  # (K, D, M, J s)
-        return powers[..., :T]
-
     def _kernel(self, dt_a: Tensor, db: Tensor, c: Tensor, T: int) -> Tensor:
         """The convolution kernel ``2 Re(sum_m C_m dB_m dA_m^l)`` for l < T: (K, D, T).
 
@@ -261,17 +250,24 @@ class S4D(Mixer):
         and never decay the state.
         """
         B, D, T = u.shape
-        powers = self._powers(dt_a[:1], T)[0]  # (D, M, T)
+        outer, inner = _power_tables(dt_a[:1], T)  # dA^(s j), dA^i: (1, D, M, J), (1, D, M, s)
+        outer, inner = outer[0], inner[0]
+        J, s = outer.shape[-1], inner.shape[-1]
         dt_a, db, c = dt_a[0], db[0], c[0]  # (D, M) each
-        h0 = h0.to(powers.dtype)
-        y = 2 * torch.einsum("bdm,dmt->bdt", c * dt_a.exp() * h0, powers).real  # (B, D, T)
+        h0 = h0.to(dt_a.dtype)
+        # y_t = 2 Re(sum_m w_m dA_m^t), t = s j + i: a batched product over the modes m.
+        w = (c * dt_a.exp() * h0)[:, :, None, :] * outer.transpose(-1, -2)  # (B, D, J, M)
+        y = 2 * torch.matmul(w, inner).real.flatten(-2)[..., :T]  # (B, D, T)
         if padding_mask is None:
             length = torch.full((B,), T, device=u.device, dtype=u.dtype)
         else:
             length = padding_mask.sum(1).to(u.dtype)  # (B,)
             back = torch.sort(padding_mask.to(torch.int8), dim=1, stable=True).indices
             u = u.gather(2, back[:, None, :].expand(B, D, T))  # (B, D, T)
-        inputs = torch.einsum("bdt,dmt->bdm", u.to(powers.dtype), powers.flip(-1))  # (B, D, M)
+        # sum_t x_t dA^(T-1-t) = sum_r x_(T-1-r) dA^r, r = s j + i, likewise blocked.
+        reverse = F.pad(u.flip(-1), (0, J * s - T)).view(B, D, J, s).to(dt_a.dtype)
+        per_block = torch.matmul(reverse, inner.transpose(-1, -2))  # (B, D, J, M)
+        inputs = (per_block * outer.transpose(-1, -2)).sum(2)  # (B, D, M)
         h = torch.exp(dt_a * length[:, None, None]) * h0 + db * inputs  # (B, D, M)
         return y, h
 
