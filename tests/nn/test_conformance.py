@@ -40,17 +40,12 @@ def test_shape_and_finite_gradients(name, causal):
 
 @pytest.mark.parametrize("name", CAUSAL)
 @pytest.mark.parametrize("splits", [[1] * 10, [3, 7], [4, 1, 5], [10]])
-def test_chunked_equals_full(name, splits):
+def test_chunked_equals_full(name, splits, run_chunks):
     mixer = build(name)
     x = torch.randn(2, sum(splits), D)
     full, _ = mixer(x)
-    state = mixer.init_state(2)
-    outs, t = [], 0
-    for n in splits:
-        y, state = mixer(x[:, t:t + n], state)
-        outs.append(y)
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+    chunked, _ = run_chunks(mixer, x, splits)
+    torch.testing.assert_close(chunked, full, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name, causal", MODES)

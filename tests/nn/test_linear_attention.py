@@ -78,18 +78,13 @@ def test_matches_naive_references(causal, rope, n_kv_heads):
 
 
 @pytest.mark.parametrize("rope", [False, True])
-def test_chunked_state_equals_full_pass(rope):
+def test_chunked_state_equals_full_pass(rope, run_chunks):
     """T = 100 with chunk_size 16: splits cut through chunks, steps of one, and more."""
     m = make(rope=rope, n_kv_heads=2, chunk_size=16)
     x = torch.randn(2, 100, D)
     full, _ = m(x)
-    state = m.init_state(2)
-    outs, t = [], 0
-    for n in [1, 1, 14, 16, 3, 33, 1, 31]:
-        y, state = m(x[:, t:t + n], state)
-        outs.append(y)
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+    chunked, state = run_chunks(m, x, [1, 1, 14, 16, 3, 33, 1, 31])
+    torch.testing.assert_close(chunked, full, atol=2e-5, rtol=1e-4)
     assert int(state.seen[0]) == 100
 
 

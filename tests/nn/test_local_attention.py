@@ -121,16 +121,12 @@ def test_window_at_least_T_equals_full_attention(causal, n_global, position):
 
 @pytest.mark.parametrize("splits", [[1] * 17, [9, 8], [3, 1, 13], [4, 4, 4, 5], [17]])
 @pytest.mark.parametrize("position", ["rope", "alibi"])
-def test_chunked_equals_full_with_small_window(splits, position):
+def test_chunked_equals_full_with_small_window(splits, position, run_chunks):
     layer = make(4, position=position, n_kv_heads=2)
     x = torch.randn(2, sum(splits), D)
     full, _ = layer(x)
-    state, outs, t = layer.init_state(2), [], 0
-    for n in splits:
-        y, state = layer(x[:, t:t + n], state)
-        outs.append(y)
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+    chunked, _ = run_chunks(layer, x, splits)
+    torch.testing.assert_close(chunked, full, atol=2e-5, rtol=1e-4)
 
 
 def test_padded_chunks_equal_each_sequence_alone():

@@ -189,16 +189,12 @@ def make(seed=0, **kwargs):
     return Mamba(D, **kwargs).eval()
 
 
-def test_mixer_chunked_equals_full_at_length_300():
+def test_mixer_chunked_equals_full_at_length_300(run_chunks):
     mixer = make(chunk_size=64)
     x = torch.randn(2, 300, D)
     full, _ = mixer(x)
-    state, outs, t = mixer.init_state(2), [], 0
-    for n in (100, 1, 137, 1, 61):
-        y, state = mixer(x[:, t:t + n], state)
-        outs.append(y)
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-4)
+    chunked, _ = run_chunks(mixer, x, (100, 1, 137, 1, 61))
+    torch.testing.assert_close(chunked, full, atol=1e-5, rtol=1e-4)
 
 
 def test_decode_steps_equal_prefill():

@@ -108,19 +108,15 @@ def test_legs_init_is_the_spectrum_of_hippo_legs_normal_part():
 
 @pytest.mark.parametrize("splits", [[1, 17, 5, 1, 40], [32, 32], [63, 1],
                                     [130, 37, 133]])  # chunks of 37 and 133: blocked powers
-def test_chunked_equals_full_with_state(splits):
+def test_chunked_equals_full_with_state(splits, run_chunks):
     mixer = make()
     with torch.no_grad():  # short dt makes the state carry far: the hard case for precision
         mixer.log_dt.fill_(math.log(1e-3))
     x = torch.randn(2, sum(splits), D)
     full, full_state = mixer(x, mixer.init_state(2))
     torch.testing.assert_close(full, mixer(x)[0], atol=2e-5, rtol=1e-4)
-    state, outs, t = mixer.init_state(2), [], 0
-    for n in splits:
-        y, state = mixer(x[:, t:t + n], state)
-        outs.append(y)
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+    chunked, state = run_chunks(mixer, x, splits)
+    torch.testing.assert_close(chunked, full, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(state.h, full_state.h, atol=2e-5, rtol=1e-4)
 
 

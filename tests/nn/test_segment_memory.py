@@ -79,20 +79,15 @@ def test_matches_dense_reference(case):
 
 @pytest.mark.parametrize("case", ["default-small", "alibi-gqa", "no-raw-memory"])
 @pytest.mark.parametrize("splits", [[1] * 23, [5, 1, 2, 7, 8], [3, 12, 8]])
-def test_chunked_equals_full_across_segment_boundaries(case, splits):
+def test_chunked_equals_full_across_segment_boundaries(case, splits, run_chunks):
     m = make(**CASES[case])
     x = torch.randn(2, 23, D)
     full, _ = m(x)
-    state = m.init_state(2)
-    outs, t = [], 0
-    for n in splits:
-        y, state = m(x[:, t:t + n], state)
-        outs.append(y)
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+    chunked, _ = run_chunks(m, x, splits)
+    torch.testing.assert_close(chunked, full, atol=2e-5, rtol=1e-4)
 
 
-def test_padding_anywhere_in_a_stream_occupies_no_position():
+def test_padding_anywhere_in_a_stream_occupies_no_position(run_chunks):
     """Ragged segment grids: each row, chunked with pads at random places, equals itself alone."""
     m = make(position="rope", segment=3, compressed_slots=2, compression_rate=3)
     x = torch.randn(3, 30, D)
@@ -100,13 +95,8 @@ def test_padding_anywhere_in_a_stream_occupies_no_position():
     mask[2, :12] = False  # a long left pad
     dirty = x.masked_fill(~mask[..., None], float("nan"))
     full, _ = m(dirty, padding_mask=mask)
-    state = m.init_state(3)
-    outs, t = [], 0
-    for n in [4, 1, 9, 2, 14]:
-        y, state = m(dirty[:, t:t + n], state, padding_mask=mask[:, t:t + n])
-        outs.append(y)
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+    chunked, state = run_chunks(m, dirty, [4, 1, 9, 2, 14], padding_mask=mask)
+    torch.testing.assert_close(chunked, full, atol=2e-5, rtol=1e-4)
     assert state.seen.tolist() == mask.sum(1).tolist()
     for i in range(3):
         alone, _ = m(x[i:i + 1, mask[i]])
