@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import Mixer, masked_fill_padding, warn_once
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, warn_once
 from seqlab.nn.positions import RelativePosition, positions_from_mask
 from seqlab.registry import Registry
 
@@ -61,7 +61,7 @@ def check_heads(d_model: int, n_heads: int, n_kv_heads: int | None) -> int:
 
 
 @dataclass
-class KVCache:
+class KVCache(BatchState):
     """Streaming state of an attention layer.
 
     Buffers grow by doubling, so appending a token is amortised O(1). The key padding
@@ -111,14 +111,6 @@ class KVCache:
             self.key_pos[:, start:end] = pos
         self.seen = self.seen + (T if mask is None else mask.sum(1))
         self.length = end
-
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search, finished sequences)."""
-        for name in ("k", "v", "key_mask", "key_pos"):
-            t = getattr(self, name)
-            if t is not None:
-                setattr(self, name, t.index_select(0, index))
-        self.seen = self.seen.index_select(0, index)
 
 
 def _grow(old: Tensor | None, used: int, shape: tuple, like: Tensor, dim: int) -> Tensor:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.nn.attention import check_heads
-from seqlab.nn.mixer import Mixer, masked_fill_padding
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, RotaryPosition, positions_from_mask
 from seqlab.registry import Registry
@@ -42,7 +42,7 @@ FEATURE_MAPS.add("relu", F.relu)
 
 
 @dataclass
-class LinearAttentionState:
+class LinearAttentionState(BatchState):
     """Streaming state of a causal linear-attention layer: O(1) in the context length.
 
     Shapes:
@@ -54,12 +54,6 @@ class LinearAttentionState:
     kv: Tensor
     k_sum: Tensor
     seen: Tensor
-
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search, finished sequences)."""
-        self.kv = self.kv.index_select(0, index)
-        self.k_sum = self.k_sum.index_select(0, index)
-        self.seen = self.seen.index_select(0, index)
 
 
 def causal_linear_attention(q: Tensor, k: Tensor, v: Tensor, qr: Tensor, kr: Tensor,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.nn.attention import Attention
-from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, positions_from_mask
 
@@ -114,7 +114,7 @@ def banded_attention(kernel, q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor,
 
 
 @dataclass
-class WindowCache:
+class WindowCache(BatchState):
     """Streaming state of window attention: only the last ``window - 1`` keys, so decoding
     memory stays constant however long the sequence grows.
 
@@ -131,11 +131,6 @@ class WindowCache:
     key_mask: Tensor
     key_pos: Tensor
     seen: Tensor
-
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search, finished sequences)."""
-        for name in ("k", "v", "key_mask", "key_pos", "seen"):
-            setattr(self, name, getattr(self, name).index_select(0, index))
 
 
 class WindowAttention(Attention):

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.scan import selective_scan, selective_step
 
@@ -95,7 +95,7 @@ class MambaOptions:
 
 
 @dataclass
-class MambaState:
+class MambaState(BatchState):
     """Streaming state of a Mamba layer.
 
     Shapes:
@@ -105,11 +105,6 @@ class MambaState:
 
     conv: Tensor
     ssm: Tensor
-
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search, finished sequences)."""
-        self.conv = self.conv.index_select(0, index)
-        self.ssm = self.ssm.index_select(0, index)
 
 
 class TimeStep(nn.Module):

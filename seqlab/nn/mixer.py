@@ -9,6 +9,7 @@ into chunks threaded through the state.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -21,6 +22,19 @@ logger = logging.getLogger("seqlab")
 
 State = Any
 _warned: set[str] = set()
+
+
+class BatchState:
+    """Base of the mixers' streaming states (dataclasses whose tensor fields all have
+    the batch first): ``reorder`` selects batch rows of every tensor field, leaving
+    ``None`` and non-tensor fields alone."""
+
+    def reorder(self, index: Tensor) -> None:
+        """Select batch rows (beam search, finished sequences)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, Tensor):
+                setattr(self, field.name, value.index_select(0, index))
 
 
 def warn_once(key: str, message: str) -> None:

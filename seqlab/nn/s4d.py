@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 
 INITS = ("legs", "lin", "inv")
@@ -120,14 +120,10 @@ def expm1_complex(z: Tensor) -> Tensor:
 
 
 @dataclass
-class S4DState:
+class S4DState(BatchState):
     """Streaming state of an S4D layer: h (B, D, N/2) complex, the conjugate-free half."""
 
     h: Tensor
-
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search, finished sequences)."""
-        self.h = self.h.index_select(0, index)
 
 
 class S4D(Mixer):

@@ -40,13 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.nn.attention import check_heads
-from seqlab.nn.mixer import Mixer, masked_fill_padding
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, positions_from_mask
 
 
 @dataclass
-class SegmentMemoryState:
+class SegmentMemoryState(BatchState):
     """Streaming state: fixed size whatever the length of the context.
 
     Keys and values are stored together along the last axis (first Dh: keys, already
@@ -63,12 +63,6 @@ class SegmentMemoryState:
     memory: Tensor
     compressed: Tensor
     seen: Tensor
-
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search, finished sequences)."""
-        self.memory = self.memory.index_select(0, index)
-        self.compressed = self.compressed.index_select(0, index)
-        self.seen = self.seen.index_select(0, index)
 
 
 class SegmentMemoryAttention(Mixer):
