@@ -30,7 +30,9 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the budget's steps")
     p.add_argument("--tokens-per-step", type=int, default=None,
                    help="override the budget's tokens per step (batch = tokens // length)")
-    p.add_argument("--lr", type=float, default=None, help="override the budget's learning rate")
+    p.add_argument("--lr", type=_csv(float), default=None,
+                   help="the learning rate of every run, or several to sweep (e.g. 3e-3,3e-4): "
+                        "each cell then shows its best run")
     p.add_argument("--out", default="runs/bench-tasks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -65,10 +67,10 @@ def cmd_bench(args) -> int:
     if args.bench == "tasks":
         from seqlab.bench.tasks import run_task_bench
 
-        overrides = {key: value for key, value in (("steps", args.steps), ("lr", args.lr),
+        overrides = {key: value for key, value in (("steps", args.steps),
                      ("tokens_per_step", args.tokens_per_step)) if value is not None}
         run_task_bench(args.mixers, args.lengths, args.tasks, budget=args.budget,
-                       budget_overrides=overrides, out_dir=out,
+                       budget_overrides=overrides, lrs=args.lr, out_dir=out,
                        seed=args.seed, device=args.device, progress=progress)
         print(f"results: {out / 'results.md'}, {out / 'results.csv'}, "
               f"{out / 'accuracy_vs_length.png'}")

@@ -20,6 +20,13 @@ thousands of steps). The published results (Mamba §4.1, Zoology §4, LRA) take 
 and read accuracies from one seed on at most 128 held-out sequences (16 at 8x the
 training length) as a few points noisy.
 
+Learning rate: one for every run (the budget's), or a sweep (``lrs``): each cell is
+trained once per learning rate and the tables show its best run (highest held-out
+accuracy, then lowest validation loss), as Zoology and LRA report tuned baselines; the
+choice and the report use the same held-out set, so a swept cell is optimistic by that
+set's noise. The sweep matters: on induction, attention never leaves the plateau at 3e-3 where the
+recurrent mixers learn fastest, and solves it at 3e-4 (``long_runs.md``).
+
 Parameter matching: for each (mixer, task) the width is the multiple of 8 whose
 model's parameter count is closest to that of ``attention`` at the budget's reference
 width, so a mixer with heavier layers gets a narrower model; the counts are reported.
@@ -122,8 +129,8 @@ BUDGETS: dict[str, Budget] = {
 PARAM_TOLERANCE = 0.15
 COLUMNS = ["task", "mixer", "length", "status", "accuracy", "chance", "val_loss", "mse",
            *[f"accuracy@{k}x" for k in EXTRAPOLATION], "params", "target_params", "d_model",
-           "n_layers", "causal", "steps", "batch_size", "lr", "train_seconds", "mixer_options",
-           "run_dir"]
+           "n_layers", "causal", "steps", "batch_size", "lr", "selected", "train_seconds",
+           "mixer_options", "run_dir"]
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -245,7 +252,8 @@ def resolve_budget(name: str, overrides: dict | None = None) -> Budget:
 
 
 def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | None = None, *,
-                   budget: str = "small", budget_overrides: dict | None = None, out_dir: Path,
+                   budget: str = "small", budget_overrides: dict | None = None,
+                   lrs: list[float] | None = None, out_dir: Path,
                    seed: int = 0, device: str = "auto",
                    progress: Callable[[str], None] | None = None) -> list[dict]:
     """Train every mixer on every task at every length; write the results.
@@ -257,8 +265,12 @@ def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | Non
         budget: a key of ``BUDGETS`` (``tiny`` for tests, ``small``, ``medium``).
         budget_overrides: fields of that budget to replace, e.g. ``{"steps": 3000}``
             (``resolve_budget``).
-        out_dir: receives ``results.csv``, ``results.md``, ``accuracy_vs_length.png`` and
-            ``runs/``; a run directory from an earlier bench is replaced.
+        lrs: learning rates to sweep (None: the budget's one). Every cell trains once
+            per rate, in ``runs/TASK/MIXER/L<length>/lr<rate>``; its best run (module
+            docstring) has ``selected`` True and is the one the tables and plot show.
+        out_dir: receives ``results.csv`` (every run), ``results.md``,
+            ``accuracy_vs_length.png`` and ``runs/``; a run directory from an earlier bench
+            is replaced.
         seed: one seed for every run, so all mixers see the same data and held-out sets.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         progress: called with one line per finished run.
@@ -269,23 +281,37 @@ def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | Non
         stops the current run (status ``interrupted``) and writes the results so far.
 
     Raises:
-        ConfigError: an unknown mixer, task or budget, or no lengths.
+        ConfigError: an unknown mixer, task or budget, no lengths, or a learning rate
+            that is not positive or given both as an override and as a sweep.
     """
     tasks = list(BENCH_TASKS if tasks is None else tasks)
     _check_grid(mixers, tasks, lengths)
     spec = resolve_budget(budget, budget_overrides)
+    sweep = _check_lrs(lrs, budget_overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     rows, widths = [], {}
     grid = [(t, m, n) for t in tasks for m in mixers for n in lengths]
+    interrupted = False
     try:
         for task, mixer, length in grid:
-            row = _run(task, mixer, length, spec, widths, out_dir, seed, device)
-            rows.append(row)
-            if progress is not None:
-                progress(_line(row))
-            if row["status"] == "interrupted":  # Ctrl-C: keep what is done, stop
+            cell = []
+            for lr in sweep or [spec.lr]:
+                tag = f"lr{lr:g}" if sweep and len(sweep) > 1 else None
+                row = _run(task, mixer, length, dataclasses.replace(spec, lr=lr), widths,
+                           out_dir, seed, device, tag)
+                cell.append(row)
+                if progress is not None:
+                    progress(_line(row))
+                interrupted = row["status"] == "interrupted"
+                if interrupted:  # Ctrl-C: keep what is done, stop
+                    break
+            best = max(cell, key=_rank)
+            for row in cell:
+                row["selected"] = row is best
+            rows += cell
+            if interrupted:
                 break
     finally:
         torch.set_num_threads(threads)
@@ -293,9 +319,37 @@ def run_task_bench(mixers: list[str], lengths: list[int], tasks: list[str] | Non
     return rows
 
 
+def _check_lrs(lrs: list[float] | None, overrides: dict | None) -> list[float] | None:
+    """The sweep's learning rates, or None for the budget's single one."""
+    if lrs is None:
+        return None
+    lrs = list(lrs)
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise ConfigError(f"learning rates to sweep must be a non-empty list of positive "
+                          f"numbers, got {lrs}")
+    if len(set(lrs)) != len(lrs):
+        raise ConfigError(f"learning rates to sweep repeat a value: {lrs}")
+    if overrides and "lr" in overrides:
+        raise ConfigError("give the learning rate either as a budget override or as a sweep, "
+                          f"not both (override {overrides['lr']}, sweep {lrs})")
+    return lrs
+
+
+def _rank(row: dict) -> tuple:
+    """Sort key of a cell's runs, best last: finished runs, then accuracy, then the lower
+    validation loss (adding: the lower mean squared error)."""
+    def number(key: str, default: float) -> float:
+        return default if row[key] in ("", None) else float(row[key])
+
+    loss = number("val_loss", math.inf) if row["mse"] in ("", None) else number("mse", math.inf)
+    return row["status"] == "ok", number("accuracy", -1.0), -loss
+
+
 def _run(task: str, mixer: str, length: int, spec: Budget, widths: dict, out_dir: Path,
-         seed: int, device: str) -> dict:
+         seed: int, device: str, tag: str | None = None) -> dict:
     run_dir = out_dir / "runs" / task / mixer / f"L{length}"
+    if tag is not None:
+        run_dir = run_dir / tag
     generator = SYNTHETIC.get(task)(**TASK_OPTIONS.get(task, {}))
     row = {c: "" for c in COLUMNS}
     row.update(task=task, mixer=mixer, length=length, chance=round(generator.chance, 4),
@@ -338,7 +392,7 @@ def _round(value) -> float | str:
 
 
 def _line(row: dict) -> str:
-    head = f"{row['task']} L={row['length']} {row['mixer']}"
+    head = f"{row['task']} L={row['length']} {row['mixer']} lr={row['lr']:g}"
     if row["status"] != "ok":
         return f"{head}: {row['status']} ({row['train_seconds']}s)"
     extra = "".join(f", @{k}x {row[f'accuracy@{k}x']}" for k in EXTRAPOLATION
@@ -354,8 +408,9 @@ def write_results(rows: list[dict], out_dir: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(out_dir / "results.csv", buf.getvalue())
-    atomic_write(out_dir / "results.md", results_markdown(rows))
-    plot_results(rows, out_dir / "accuracy_vs_length.png")
+    shown = [r for r in rows if r.get("selected", True)]
+    atomic_write(out_dir / "results.md", results_markdown(shown, swept=len(shown) < len(rows)))
+    plot_results(shown, out_dir / "accuracy_vs_length.png")
 
 
 def _cell(row: dict | None, key: str = "accuracy") -> str:
@@ -364,9 +419,10 @@ def _cell(row: dict | None, key: str = "accuracy") -> str:
     return str(row[key]) if row["status"] == "ok" else row["status"].split(":")[0]
 
 
-def results_markdown(rows: list[dict]) -> str:
+def results_markdown(rows: list[dict], *, swept: bool = False) -> str:
     """One table per task (rows mixer, columns length), induction beyond its training
-    length, and the parameter counts."""
+    length, the parameter counts, and after a sweep the learning rate of each cell's
+    best run (``rows`` holds one run per cell)."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     mixers = list(dict.fromkeys(r["mixer"] for r in rows))
     lengths = sorted({r["length"] for r in rows})
@@ -403,6 +459,17 @@ def results_markdown(rows: list[dict]) -> str:
                         and r["params"] != ""), None)
             cells.append(f"{row['params']} ({row['d_model']})" if row else "")
         lines.append(f"| {mixer} | " + " | ".join(cells) + " |")
+    if swept:
+        lines += ["", "## learning rate of the best run", "",
+                  "Each cell is the best of a learning-rate sweep (highest accuracy, then lowest "
+                  "validation loss); every run is in results.csv.", "",
+                  "| task | mixer | " + " | ".join(f"L={n}" for n in lengths) + " |",
+                  "|---|---|" + "---|" * len(lengths)]
+        for task in tasks:
+            for mixer in mixers:
+                cells = [f"{index[task, mixer, n]['lr']:g}" if (task, mixer, n) in index else ""
+                         for n in lengths]
+                lines.append(f"| {task} | {mixer} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

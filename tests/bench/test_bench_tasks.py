@@ -46,6 +46,55 @@ def test_budget_overrides_reach_every_run_and_the_table(tmp_path):
     assert '"step": 5' in metrics and '"step": 6' not in metrics
 
 
+def test_learning_rate_sweep_keeps_every_run_and_shows_each_cells_best(tmp_path):
+    from seqlab.cli import main
+
+    assert main(["bench", "tasks", "--mixers", "lstm,attention", "--lengths", "32", "--tasks",
+                 "copy", "--budget", "tiny", "--lr", "0.01,0.001", "--out", str(tmp_path),
+                 "-q"]) == 0
+    table = read_csv(tmp_path / "results.csv")
+    assert [(r["mixer"], float(r["lr"])) for r in table] == [
+        ("lstm", 0.01), ("lstm", 0.001), ("attention", 0.01), ("attention", 0.001)]
+    md = (tmp_path / "results.md").read_text()
+    assert "## learning rate of the best run" in md
+    for mixer in ("lstm", "attention"):
+        runs = [r for r in table if r["mixer"] == mixer]
+        assert [r["selected"] for r in runs].count("True") == 1
+        best = max(runs, key=lambda r: (float(r["accuracy"]), -float(r["val_loss"])))
+        assert best["selected"] == "True"
+        assert f"| copy | {mixer} | {float(best['lr']):g} |" in md
+        assert f"| {mixer} | {best['accuracy']} |" in md  # the table shows the best run
+        assert {r["run_dir"] for r in runs} == {f"runs/copy/{mixer}/L32/lr0.01",
+                                                f"runs/copy/{mixer}/L32/lr0.001"}
+        for r in runs:
+            assert (tmp_path / r["run_dir"] / "model.safetensors").exists()
+
+
+def test_best_run_of_a_cell():
+    def row(status="ok", accuracy="", val_loss="", mse=""):
+        return dict(status=status, accuracy=accuracy, val_loss=val_loss, mse=mse)
+
+    rank = bench._rank
+    assert rank(row(accuracy=0.1, val_loss=9.0)) > rank(row("OOM"))
+    assert rank(row(accuracy=0.5, val_loss=2.0)) > rank(row(accuracy=0.4, val_loss=1.0))
+    assert rank(row(accuracy=0.5, val_loss=1.0)) > rank(row(accuracy=0.5, val_loss=2.0))
+    assert rank(row(accuracy=0.5, val_loss=9.0, mse=0.1)) > rank(row(accuracy=0.5, val_loss=1.0,
+                                                                      mse=0.2))
+
+
+@pytest.mark.parametrize("lrs, overrides, match", [
+    ([], None, "non-empty list of positive"),
+    ([1e-3, 0.0], None, "non-empty list of positive"),
+    ([1e-3, 1e-3], None, "repeat a value"),
+    ([1e-3, 3e-4], {"lr": 1e-2}, "either as a budget override or as a sweep"),
+])
+def test_bad_learning_rate_sweeps_are_config_errors(tmp_path, lrs, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        bench.run_task_bench(["lstm"], [32], ["copy"], budget="tiny", budget_overrides=overrides,
+                             lrs=lrs, out_dir=tmp_path)
+    assert not (tmp_path / "results.csv").exists()
+
+
 @pytest.mark.parametrize("overrides, match", [
     ({"stepz": 3}, "unknown budget field 'stepz'"),
     ({"steps": 0}, "steps must be positive"),
