@@ -24,8 +24,8 @@ Learning rate: one for every run (the budget's), or a sweep (``lrs``): each cell
 trained once per learning rate and the tables show its best run (highest held-out
 accuracy, then lowest validation loss), as Zoology and LRA report tuned baselines; the
 choice and the report use the same held-out set, so a swept cell is optimistic by that
-set's noise. The sweep matters: on induction, attention never leaves the plateau at 3e-3 where the
-recurrent mixers learn fastest, and solves it at 3e-4 (``long_runs.md``).
+set's noise. The sweep matters: on induction, attention never leaves the plateau at
+3e-3, where the recurrent mixers learn fastest, and solves it at 3e-4 (``long_runs.md``).
 
 Parameter matching: for each (mixer, task) the width is the multiple of 8 whose
 model's parameter count is closest to that of ``attention`` at the budget's reference
