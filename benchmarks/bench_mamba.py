@@ -24,6 +24,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
 import torch.nn.functional as F
 from _common import ROOT, interleaved, markdown_table, median, parse_args, report, speedup, spread
+from bench_train import count, make_step
 
 from seqlab.config import RunConfig
 from seqlab.nn.scan import auto_chunk_size, lane_count, selective_scan
@@ -181,24 +182,6 @@ def hf_model(seqlab_model):
         raise SystemExit(f"weights do not map onto HF: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
     return model
-
-
-def count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def make_step(model, optimizer, loss_fn):
-    """One training step as seqlab's Trainer runs it (grad_accum 1)."""
-
-    def step():
-        loss = loss_fn(model)
-        loss.backward()
-        float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
 
 
 def training_section(args) -> list[str]:

@@ -9,11 +9,46 @@ can be recognised and removed at the next start.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
+
+logger = logging.getLogger("seqlab")
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a symbolic link, or a directory tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def remove_stale(directory: Path) -> list[Path]:
+    """Remove the ``.tmp-`` leftovers of interrupted writes directly inside ``directory``.
+
+    Call it at start-up, while no other process writes there: a write in progress is a
+    ``.tmp-`` entry too. One that cannot be removed is logged and kept.
+
+    Returns:
+        What was removed, sorted by name.
+    """
+    if not directory.is_dir():
+        return []
+    removed = []
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith(TMP_PREFIX):
+            try:
+                remove_path(entry)
+            except OSError as exc:
+                logger.warning("could not remove stale %s: %s", entry, exc)
+                continue
+            removed.append(entry)
+    return removed
 
 
 def fsync_dir(path: Path) -> None:

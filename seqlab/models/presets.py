@@ -42,9 +42,7 @@ for _cell, _label in (("lstm", "LSTM"), ("gru", "GRU"), ("rnn", "Elman (tanh) RN
              position="none", tie_embeddings=False,
              mixer_options={_cell: {"num_layers": 2}}, **_shape)
 
-_SSM_SIZES = {"tiny": dict(d_model=128, n_layers=4, n_heads=4, context_length=128),
-              "small": dict(d_model=256, n_layers=4, n_heads=4, context_length=256)}
-for _size, _shape in _SSM_SIZES.items():
+for _size, _shape in _SIZES.items():  # the state-space presets share the attention shapes
     _add(f"mamba-{_size}", "Mamba style: selective state-space mixers, no ffn, RMSNorm",
          mixer="mamba", ffn="none", norm="rmsnorm", position="none", tie_embeddings=True,
          **_shape)

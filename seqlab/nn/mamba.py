@@ -110,11 +110,9 @@ class MambaState(BatchState):
 class TimeStep(nn.Module):
     """dt = softplus(W dt_low + b): the low-rank step-size projection of the paper.
 
-    A module of its own rather than an ``nn.Linear`` so that builders' generic
-    initialisation of linear layers leaves the paper's dt init alone: ``b`` is the
-    inverse softplus of dt drawn log-uniformly in [dt_min, dt_max] (so every channel
-    starts at its own time scale, §3.6 / App. D), and W is uniform in
-    +-dt_rank^-1/2. Names match the reference's ``dt_proj`` (weight, bias).
+    It holds the paper's dt init: ``b`` is the inverse softplus of dt drawn
+    log-uniformly in [dt_min, dt_max] (so every channel starts at its own time scale,
+    §3.6 / App. D), and W is uniform in +-dt_rank^-1/2. Names match the reference's ``dt_proj`` (weight, bias).
     """
 
     def __init__(self, dt_rank: int, d_inner: int, *, dt_min: float, dt_max: float):

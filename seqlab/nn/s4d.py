@@ -199,10 +199,11 @@ class S4D(Mixer):
                 u_front = u.gather(2, front)
             else:
                 u_front = u
-            y = self._convolve(u_front, dt_a, db, c)
+            tables = _power_tables(dt_a, T)  # dA^(s j), dA^i: (K, D, M, J), (K, D, M, s)
+            y = self._convolve(u_front, db, c, tables)
             new = None
             if state is not None:
-                y_state, new = self._carry(u, state.h, dt_a, db, c, padding_mask)
+                y_state, new = self._carry(u, state.h, dt_a, db, c, tables, padding_mask)
                 y = y + y_state
             if front is not None:
                 y = torch.zeros_like(y).scatter(2, front, y)
@@ -211,23 +212,23 @@ class S4D(Mixer):
         y = self.out_proj(y.transpose(1, 2).to(x.dtype))  # (B, T, D)
         return masked_fill_padding(y, padding_mask), (S4DState(new) if state is not None else None)
 
-    def _kernel(self, dt_a: Tensor, db: Tensor, c: Tensor, T: int) -> Tensor:
+    def _kernel(self, db: Tensor, c: Tensor, tables: tuple[Tensor, Tensor], T: int) -> Tensor:
         """The convolution kernel ``2 Re(sum_m C_m dB_m dA_m^l)`` for l < T: (K, D, T).
 
         With l = s j + i it is a batched matrix product over the modes m,
         ``(C dB dA^(s j))_{jm} (dA^i)_{mi}``, so the (K, D, M, T) Vandermonde matrix is
         never built: memory O(K D (M sqrt(T) + T)) instead of O(K D M T).
         """
-        K, D, M = dt_a.shape
-        outer, inner = _power_tables(dt_a, T)  # (K, D, M, J), (K, D, M, s)
+        outer, inner = tables  # (K, D, M, J), (K, D, M, s): ``_power_tables``
         weighted = (c * db)[..., None] * outer  # (K, D, M, J)
         blocks = torch.matmul(weighted.transpose(-1, -2), inner)  # (K, D, J, s)
         return 2 * blocks.real.flatten(-2)[..., :T]  # (K, D, T)
 
-    def _convolve(self, u: Tensor, dt_a: Tensor, db: Tensor, c: Tensor) -> Tensor:
+    def _convolve(self, u: Tensor, db: Tensor, c: Tensor,
+                  tables: tuple[Tensor, Tensor]) -> Tensor:
         """SSM output from a zero state, by FFT convolution; u: (B, D, T) -> (B, D, T)."""
         T = u.shape[-1]
-        kernel = self._kernel(dt_a, db, c, T)  # (K, D, T)
+        kernel = self._kernel(db, c, tables, T)  # (K, D, T)
         if self.causal:
             kernel = kernel[0]  # (D, T)
         else:
@@ -237,7 +238,7 @@ class S4D(Mixer):
         return torch.fft.irfft(spectrum, n=2 * T)[..., :T]  # (B, D, T)
 
     def _carry(self, u: Tensor, h0: Tensor, dt_a: Tensor, db: Tensor, c: Tensor,
-               padding_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+               tables: tuple[Tensor, Tensor], padding_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Incoming state's share of a chunk's outputs, and the state after the chunk.
 
         Outputs (real tokens at the front): ``2 Re(C dA^{t+1} h0)``. State after the
@@ -246,8 +247,7 @@ class S4D(Mixer):
         and never decay the state.
         """
         B, D, T = u.shape
-        outer, inner = _power_tables(dt_a[:1], T)  # dA^(s j), dA^i: (1, D, M, J), (1, D, M, s)
-        outer, inner = outer[0], inner[0]
+        outer, inner = (t[0] for t in tables)  # causal (K = 1): (D, M, J), (D, M, s)
         J, s = outer.shape[-1], inner.shape[-1]
         dt_a, db, c = dt_a[0], db[0], c[0]  # (D, M) each
         h0 = h0.to(dt_a.dtype)

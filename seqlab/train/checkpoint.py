@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from seqlab.errors import CheckpointError
-from seqlab.io import TMP_PREFIX, fsync_dir, is_disk_full
+from seqlab.io import TMP_PREFIX, fsync_dir, is_disk_full, remove_path, remove_stale
 from seqlab.train.state import flatten_state, unflatten_state
 from seqlab.train.weights_file import (_CHUNK, _read_weights, _serialize_weights, load_weights,
                                        save_weights)
@@ -66,13 +66,6 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 @dataclass
@@ -144,17 +137,7 @@ class CheckpointManager:
         Call it at start-up, while no other process saves into this directory: a save
         in progress is a ``.tmp-`` directory too.
         """
-        if not self.directory.is_dir():
-            return []
-        removed = []
-        for entry in sorted(self.directory.iterdir()):
-            if entry.name.startswith(TMP_PREFIX):
-                try:
-                    _remove(entry)
-                except OSError as exc:
-                    logger.warning("could not remove stale %s: %s", entry, exc)
-                    continue
-                removed.append(entry)
+        removed = remove_stale(self.directory)
         if removed:
             logger.warning("removed leftovers of an interrupted checkpoint save in %s: %s",
                            self.directory, ", ".join(p.name for p in removed))
@@ -186,7 +169,7 @@ class CheckpointManager:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
-                _remove(tmp)
+                remove_path(tmp)
             tmp.mkdir()
             files: dict[str, dict[str, Any]] = {}
 
@@ -230,7 +213,7 @@ class CheckpointManager:
             return
         aside = self.directory / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
         if aside.exists():
-            _remove(aside)
+            remove_path(aside)
         os.rename(final, aside)
         try:
             os.rename(tmp, final)

@@ -21,7 +21,7 @@ from torch import nn
 
 from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, ConfigError, TrainingError
-from seqlab.io import TMP_PREFIX, atomic_write
+from seqlab.io import atomic_write, remove_stale
 from seqlab.models.weights import load_model_tensors, model_tensors
 from seqlab.tasks import TASKS
 from seqlab.tasks.base import Task, batch_to
@@ -134,10 +134,8 @@ class Trainer:
         self._check_run_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints.clean_stale()
-        for leftover in [*self.run_dir.glob(TMP_PREFIX + "*"),
-                         *self.run_dir.glob(f"plots/{TMP_PREFIX}*")]:
-            logger.info("removing %s left by an interrupted write", leftover)
-            leftover.unlink(missing_ok=True)
+        for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / "plots")]:
+            logger.info("removed %s left by an interrupted write", leftover)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
