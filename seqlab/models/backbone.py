@@ -25,14 +25,17 @@ class BackboneState:
     layers: list[State]
     seen: Tensor
 
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows of every state (beam search, dropping finished rows)."""
-        self.seen = self.seen.index_select(0, index)
-        for i, s in enumerate(self.layers):
+    def reorder(self, index: Tensor) -> "BackboneState":
+        """A new state holding the given batch rows of every layer's state (beam search,
+        dropping finished rows); this one is left unchanged."""
+        layers = []
+        for s in self.layers:
             if hasattr(s, "reorder"):
-                s.reorder(index)
-            elif isinstance(s, tuple):
-                self.layers[i] = tuple(t.index_select(1 if t.dim() == 3 else 0, index) for t in s)
+                s = s.reorder(index)
+            elif isinstance(s, tuple):  # recurrent (h[, c]): (num_layers, B, D)
+                s = tuple(t.index_select(1 if t.dim() == 3 else 0, index) for t in s)
+            layers.append(s)
+        return BackboneState(layers, self.seen.index_select(0, index))
 
 
 @dataclass

@@ -32,7 +32,7 @@ from torch import Tensor
 from seqlab.errors import CheckpointError
 from seqlab.io import TMP_PREFIX, fsync_dir, is_disk_full, remove_path, remove_stale
 from seqlab.train.state import flatten_state, unflatten_state
-from seqlab.train.weights_file import (_CHUNK, _read_weights, _serialize_weights, load_weights,
+from seqlab.weights_file import (_CHUNK, _read_weights, _serialize_weights, load_weights,
                                        save_weights)
 
 __all__ = ["Checkpoint", "CheckpointManager", "flatten_state", "load_weights", "save_weights",
