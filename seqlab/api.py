@@ -1,4 +1,4 @@
-"""The Python entry points behind the CLI: load a run, train a config."""
+"""The Python entry points behind the CLI: train a config, load a run, evaluate, predict."""
 
 from __future__ import annotations
 
@@ -7,44 +7,53 @@ from pathlib import Path
 from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.models.weights import load_model_tensors
-from seqlab.tasks import TASKS
-from seqlab.train.checkpoint import load_weights
-from seqlab.train.trainer import CONFIG_FILE, WEIGHTS_FILE, TrainResult, Trainer
+from seqlab.rundir import CONFIG_FILE, check_run_dir, read_weights
+from seqlab.tasks import OBJECTIVES
+from seqlab.train.hooks import TrainerHook
+from seqlab.train.trainer import TrainResult, Trainer
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise CheckpointError(f"run directory {run_dir} does not exist")
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is not a directory (expected a run directory)")
-    if not (run_dir / CONFIG_FILE).exists():
-        raise CheckpointError(f"{run_dir} is not a seqlab run directory: it has no {CONFIG_FILE}")
+    """The resolved config a run was trained with (``RUN/config.yaml``)."""
+    run_dir = check_run_dir(run_dir)
     try:
         return RunConfig.from_yaml(run_dir / CONFIG_FILE)
     except ConfigError as e:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} is not a valid run config: {e}") from None
 
 
-def load_weights_into(model, run_dir: str | Path) -> None:
-    """Load ``RUN/model.safetensors`` into ``model`` with shape checks."""
-    path = Path(run_dir) / WEIGHTS_FILE
-    tensors, _ = load_weights(path, device="cpu")
-    load_model_tensors(model, tensors, source=str(path))
-
-
 def load(run_dir: str | Path, *, device: str = "cpu"):
-    """Load a trained run for use: for ``causal_lm`` runs an object with
-    ``.generate(prompt, ...)``, ``.evaluate(data)``, ``.model``, ``.tokenizer``, ``.config``."""
+    """Load a trained run for use: a pipeline for its objective, with ``.model``,
+    ``.config``, ``.evaluate(data=None)`` and what the objective does: ``.generate``
+    (causal_lm), ``.fill_mask`` (masked_lm), ``.predict`` (classify, tag, regress)."""
+    run_dir = check_run_dir(run_dir)
     config = load_run_config(run_dir)
-    return TASKS.get(config.task).load_pipeline(Path(run_dir), config, device=device)
+    objective = OBJECTIVES.get(config.task).cls(config)
+    objective.restore(run_dir)
+    model = objective.build_model()
+    tensors, source = read_weights(run_dir)
+    load_model_tensors(model, tensors, source=source)
+    return objective.pipeline(model.to(device).eval(), run_dir)
 
 
 def fit(config: RunConfig | str | Path, run_dir: str | Path, *, overrides: list[str] | None = None,
-        resume: bool = False) -> TrainResult:
-    """Train a config (object or YAML path) into ``run_dir``."""
+        resume: bool = False, hooks: list[TrainerHook] | None = None) -> TrainResult:
+    """Train a config (object or YAML path) into ``run_dir``; the config object given is
+    left unchanged (derived values are filled into the run's own copy)."""
     if not isinstance(config, RunConfig):
         config = RunConfig.from_yaml(config, overrides)
     elif overrides:
         config = config.replace(overrides)
-    return Trainer(config, run_dir, resume=resume).fit()
+    return Trainer(config, run_dir, resume=resume, hooks=hooks).fit()
+
+
+def evaluate(run_dir: str | Path, data=None, *, device: str = "cpu",
+             max_batches: int | None = None) -> dict[str, float]:
+    """The objective's metrics of a trained run on ``data`` (default: its validation split)."""
+    return load(run_dir, device=device).evaluate(data, max_batches=max_batches)
+
+
+def predict(run_dir: str | Path, data, out: str | Path, *, device: str = "cpu") -> int:
+    """Write predictions of a classify, tag or regress run for every example in ``data``
+    to ``out`` (.csv, .tsv or .jsonl); returns the number of rows."""
+    return load(run_dir, device=device).predict_file(data, out)

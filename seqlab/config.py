@@ -1,200 +1,82 @@
-"""Typed configs: dataclasses that check themselves, YAML files and dotted overrides.
+"""Typed run configs: dataclasses that check themselves, YAML files and dotted overrides.
 
-A config is read as plain data (YAML), overridden with ``key.sub=value`` pairs, a
-model preset (if named) is laid under the user's keys, and the result is converted
-field by field into dataclasses. Unknown keys are errors naming the closest valid key;
-values of the wrong type are errors naming the key, the value and the expected type.
+A config is read as plain data (YAML), overridden with ``key.sub=value`` pairs, the
+objective's model defaults and a model preset (if named) are merged under the user's
+keys (deeply: one nested override keeps the preset's other nested keys), and the result
+is converted section by section into dataclasses. ``task_options`` are the objective's
+own options and ``data`` the chosen data source's, each converted with its registered
+dataclass, so unknown keys and wrong types fail here, before any data is read, with the
+closest valid key named.
+
+This module composes the registries of the layers below it (mixers, inputs, data
+sources, objectives); none of them imports it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
+from seqlab.config_sections import (InitConfig, ModelConfig, ParamGroup, TokenizerConfig,
+                                   TrainConfig)
+from seqlab.data import DATA_SOURCES
+from seqlab.data.text_source import TextOptions
 from seqlab.errors import ConfigError
+from seqlab.models.presets import PRESETS
+from seqlab.nn import MIXERS
 from seqlab.registry import closest
+from seqlab.tasks import OBJECTIVES
+from seqlab.typed import _check, convert
+
+DataConfig = TextOptions  # the options of the default (text) source
+
+__all__ = ["DataConfig", "InitConfig", "ModelConfig", "ParamGroup", "RunConfig", "TokenizerConfig",
+           "TrainConfig", "apply_overrides", "convert", "deep_merge", "read_yaml"]
 
 
-@dataclass
-class ModelConfig:
-    """Architecture: ``embed -> n_layers x Block(mixer, ffn) -> norm -> head``.
-
-    ``mixer`` is one registry key or a list of one key per layer (hybrid stacks).
-    ``mixer_options`` maps a mixer name to its own options (e.g. ``lstm: {num_layers: 2}``).
-    """
-
-    preset: str | None = None
-    mixer: Union[str, list[str]] = "attention"
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int | None = None
-    ffn: str = "mlp"
-    d_ff: int | None = None
-    norm: str = "layernorm"
-    residual: bool = True
-    position: str = "rope"
-    context_length: int = 256
-    dropout: float = 0.0
-    tie_embeddings: bool = True
-    causal: bool = True
-    input: str = "tokens"
-    input_dim: int | None = None
-    vocab_size: int | None = None
-    mixer_options: dict[str, dict] = field(default_factory=dict)
-
-    def __post_init__(self):
-        from seqlab.nn import FFNS, MIXERS, NORMS, POSITIONS
-
-        for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),
-                            ("n_heads", self.n_heads), ("context_length", self.context_length)):
-            if value <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {value}")
-        if isinstance(self.mixer, list) and len(self.mixer) != self.n_layers:
-            raise ConfigError(f"model.mixer lists {len(self.mixer)} mixers but model.n_layers "
-                              f"is {self.n_layers}; give one mixer per layer or a single name")
-        for name in self.mixers:
-            entry = _lookup(MIXERS, name, "model.mixer")
-            if not entry.supports(self.causal):
-                mode = "causal" if self.causal else "bidirectional"
-                raise ConfigError(f"model.mixer {name!r} cannot run {mode} (model.causal is "
-                                  f"{self.causal}); it supports: {', '.join(entry.modes)}")
-        for name, options in self.mixer_options.items():
-            if name not in MIXERS:
-                raise ConfigError(f"model.mixer_options names unknown mixer {name!r}"
-                                  f"{closest(name, MIXERS.names())}")
-            convert(MIXERS.get(name).options, options, f"model.mixer_options.{name}", "config")
-        if self.ffn != "none":
-            _lookup(FFNS, self.ffn, "model.ffn")
-        _lookup(NORMS, self.norm, "model.norm")
-        _lookup(POSITIONS, self.position, "model.position")
-        uses_heads = any(MIXERS.get(m).uses_positions for m in self.mixers)
-        if uses_heads and self.d_model % self.n_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by "
-                              f"model.n_heads ({self.n_heads})")
-        if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
-            raise ConfigError(f"model.n_heads ({self.n_heads}) must be divisible by "
-                              f"model.n_kv_heads ({self.n_kv_heads})")
-        if self.position in ("rope", "alibi") and not uses_heads:
-            raise ConfigError(f"model.position {self.position!r} acts inside attention, but no "
-                              f"layer of {self.mixers} uses it; use 'none', 'sinusoidal' or 'learned'")
-        if self.vocab_size is not None and self.vocab_size <= 0:
-            raise ConfigError(f"model.vocab_size must be positive, got {self.vocab_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if self.input not in ("tokens", "features"):
-            raise ConfigError(f"model.input must be 'tokens' or 'features', got {self.input!r}")
-        if self.input == "features" and not self.input_dim:
-            raise ConfigError("model.input 'features' needs model.input_dim (feature size)")
-
-    @property
-    def mixers(self) -> list[str]:
-        """One mixer name per layer."""
-        return list(self.mixer) if isinstance(self.mixer, list) else [self.mixer] * self.n_layers
-
-
-def _lookup(registry, name: str, key: str):
-    try:
-        return registry.get(name)
-    except ConfigError as e:
-        raise ConfigError(f"{key}: {e}") from None
-
-
-@dataclass
-class TokenizerConfig:
-    """``kind``: ``byte`` or ``char``; ``path``: reuse an existing tokenizer.json."""
-
-    kind: str = "byte"
-    path: str | None = None
-
-
-@dataclass
-class DataConfig:
-    """Where the data is: a file, a folder, a glob, or a list of them.
-
-    ``extensions`` keeps only files with these suffixes; ``exclude`` drops files any of
-    whose path parts below the folder (or glob root) match one of these glob patterns.
-    ``shuffle_files`` orders files by a seeded shuffle before they are joined, so the
-    validation tail and a ``max_bytes`` cap sample the whole collection rather than the
-    alphabetically last files.
-    """
-
-    path: Union[str, list[str], None] = None
-    val_path: Union[str, list[str], None] = None
-    val_fraction: float = 0.05
-    extensions: list[str] | None = None
-    exclude: list[str] | None = None
-    max_bytes: int | None = None
-    shuffle_files: bool = True
-
-    def __post_init__(self):
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    precision: str = "fp32"
-    device: str = "auto"
-    eval_every: int = 200
-    eval_batches: int = 20
-    log_every: int = 10
-    save_every: int | None = None
-    keep_checkpoints: int = 2
-    num_threads: int | None = None
-    # Flush denormal floats to zero on CPU while training (restored afterwards): gradients
-    # fading through hundreds of recurrent steps go denormal, and x86 CPUs handle those
-    # about 10x slower (measured on an LSTM trained on an end-scored task).
-    flush_denormal: bool = True
-    progress: bool = True
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches",
-                     "log_every", "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+SECTIONS = ("task", "task_options", "seed", "model", "tokenizer", "data", "train", "init")
 
 
 @dataclass
 class RunConfig:
     """Everything one training run needs; written to ``RUN/config.yaml`` fully resolved.
 
-    ``task_options`` holds the options of tasks other than causal_lm (each task checks
-    its own keys), so a new task needs no new top-level section.
+    ``task`` names the objective; ``task_options`` are its options and ``data`` the
+    options of its data source (``data.source``, default: the objective's first), each a
+    dataclass of the registered component.
     """
 
     task: str = "causal_lm"
-    task_options: dict[str, Any] = field(default_factory=dict)
+    task_options: Any = None
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+
+    def __post_init__(self):
+        entry = OBJECTIVES.get(self.task)
+        if self.task_options is None:
+            self.task_options = entry.options()
+        if self.data is None:
+            self.data = DATA_SOURCES.get(entry.sources[0]).options(source=entry.sources[0])
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "to_dict"):
+                value = value.to_dict()
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            out[f.name] = value
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -207,9 +89,30 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping of sections at the top level, "
                               f"got {type(data).__name__}")
-        data = apply_overrides(data, overrides or [])
-        data = resolve_preset(data)
-        return convert(cls, data, "", source)
+        data = upgrade_legacy(apply_overrides(data, overrides or []))
+        for key in data:
+            if key not in SECTIONS:
+                raise ConfigError(f"{source}: unknown config key {key!r}{closest(key, SECTIONS)}; "
+                                  f"valid keys here: {', '.join(SECTIONS)}")
+        task = _check(str, data.get("task", "causal_lm"), "task", source)
+        try:
+            entry = OBJECTIVES.get(task)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: task: {e}") from None
+        model = resolve_model(data.get("model"), entry.model_defaults, source)
+        _check_mode(task, entry, model, source)
+        config = cls(
+            task=task,
+            task_options=parse_task_options(task, entry, data.get("task_options"), source),
+            seed=_check(int, data.get("seed", 0), "seed", source),
+            model=convert(ModelConfig, model, "model", source),
+            tokenizer=convert(TokenizerConfig, data.get("tokenizer"), "tokenizer", source),
+            data=parse_data(task, entry, data.get("data"), source),
+            train=convert(TrainConfig, data.get("train"), "train", source),
+            init=convert(InitConfig, data.get("init"), "init", source),
+        )
+        _check_combination(config, entry, source)
+        return config
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | dict | None = None) -> "RunConfig":
@@ -218,6 +121,124 @@ class RunConfig:
     def replace(self, overrides: list[str] | dict) -> "RunConfig":
         """A copy with overrides applied (values re-validated)."""
         return RunConfig.from_dict(self.to_dict(), overrides)
+
+    def copy(self) -> "RunConfig":
+        """An independent copy (training fills derived values into its own copy)."""
+        return copy.deepcopy(self)
+
+
+def parse_task_options(task: str, entry, raw: Any, source: str):
+    """The objective's options from ``task_options`` (its own parser, or its dataclass)."""
+    parser = getattr(entry.cls, "parse_options", None)
+    if parser is not None:
+        return parser(raw if raw is not None else {}, source)
+    if raw and not dataclasses.fields(entry.options):
+        keys = ", ".join(map(str, raw)) if isinstance(raw, dict) else repr(raw)
+        raise ConfigError(f"{source}: task {task!r} takes no task_options, got: {keys}")
+    return convert(entry.options, raw, "task_options", source)
+
+
+def parse_data(task: str, entry, raw: Any, source: str):
+    """The data source's options: ``data.source`` (default: the objective's first)
+    picks the dataclass the other keys are converted with."""
+    raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: data must be a mapping, got {raw!r}")
+    name = raw.get("source") or entry.sources[0]
+    if name not in entry.sources:
+        known = f"{closest(name, DATA_SOURCES.names())}" if name not in DATA_SOURCES else ""
+        raise ConfigError(f"{source}: data.source {name!r}{known} cannot feed task {task!r}; "
+                          f"it reads: {', '.join(entry.sources)}")
+    return convert(DATA_SOURCES.get(name).options, {**raw, "source": name}, "data", source)
+
+
+def resolve_model(raw: Any, defaults: dict, source: str) -> Any:
+    """The objective's defaults, then the named preset, then the user's keys, merged
+    deeply. Preset and default ``mixer_options`` of mixers the model does not use are
+    dropped; the user's own are kept (and refused later if unused)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return raw  # convert() names the problem
+    base = copy.deepcopy(defaults)
+    if raw.get("preset"):
+        try:
+            preset = PRESETS.get(raw["preset"])
+        except ConfigError as e:
+            raise ConfigError(f"{source}: model.preset: {e}") from None
+        base = deep_merge(base, preset.model)
+    merged = deep_merge(base, raw)
+    mixer = merged.get("mixer", ModelConfig.mixer)
+    used = set(mixer) if isinstance(mixer, list) else {mixer}
+    options = merged.get("mixer_options")
+    if isinstance(options, dict):
+        mine = raw.get("mixer_options") if isinstance(raw.get("mixer_options"), dict) else {}
+        merged["mixer_options"] = {k: v for k, v in options.items() if k in used or k in mine}
+    return merged
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` laid over ``base``; nested mappings merge key by key."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_mode(task: str, entry, model: Any, source: str) -> None:
+    """Refuse, before the model config is built, an objective whose mode the model or
+    its mixers cannot run (naming the mixers that can)."""
+    if not isinstance(model, dict):
+        return
+    causal = model.get("causal", ModelConfig.causal)
+    mode = "causal" if causal is True else "bidirectional" if causal is False else None
+    if mode is None or mode in entry.modes:
+        mixer = model.get("mixer", ModelConfig.mixer)
+        for name in mixer if isinstance(mixer, list) else [mixer]:
+            if name in MIXERS and mode is not None and not MIXERS.get(name).supports(causal):
+                return  # ModelConfig names the mixer and the modes it supports
+        return
+    wanted = entry.modes[0]
+    able = [n for n in MIXERS if wanted in MIXERS.get(n).modes]
+    raise ConfigError(f"{source}: task {task!r} needs a {wanted} model "
+                      f"(model.causal: {wanted == 'causal'}); mixers that can run {wanted}: "
+                      f"{', '.join(able)}")
+
+
+def _check_combination(config: RunConfig, entry, source: str) -> None:
+    """Cross-section checks: the mixers can run the objective's mode, the tokenizer fits
+    the data, and the objective's own checks."""
+    wanted = "causal" if config.model.causal else "bidirectional"
+    able = [n for n in MIXERS if MIXERS.get(n).supports(config.model.causal)]
+    for name in config.model.mixers:
+        if not MIXERS.get(name).supports(config.model.causal):
+            raise ConfigError(f"{source}: task {config.task!r} needs {wanted} mixers, but "
+                              f"model.mixer {name!r} runs only {', '.join(MIXERS.get(name).modes)}; "
+                              f"mixers that can: {', '.join(able)}")
+    if getattr(config.data, "tokens_field", None) and config.tokenizer.kind != "ids":
+        raise ConfigError(f"{source}: data.tokens_field gives token ids; set tokenizer.kind: ids "
+                          f"(it is {config.tokenizer.kind!r})")
+    check = getattr(entry.cls, "check", None)
+    if check is not None:
+        try:
+            check(config)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+
+def upgrade_legacy(data: dict) -> dict:
+    """Read configs written before data sources existed: a ``synthetic`` run kept its
+    generator in ``task_options`` and wrote the text defaults under ``data``."""
+    old = data.get("data")
+    if data.get("task") == "synthetic" and (old is None or (isinstance(old, dict) and "source" not in old)):
+        text = {f.name: f.default for f in dataclasses.fields(TextOptions)
+                if f.default is not dataclasses.MISSING}
+        if old is None or all(k in text and v == text[k] for k, v in old.items()):
+            data = {**data, "data": {"source": "synthetic"}}
+    return data
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -266,108 +287,3 @@ def apply_overrides(data: dict, overrides: list[str] | dict) -> dict:
             node = child
         node[parts[-1]] = value
     return data
-
-
-def resolve_preset(data: dict) -> dict:
-    """Lay a named model preset under the user's explicit model keys."""
-    model = data.get("model")
-    if not isinstance(model, dict) or not model.get("preset"):
-        return data
-    from seqlab.models.presets import PRESETS
-
-    preset = PRESETS.get(model["preset"])
-    merged = {**preset.model, **{k: v for k, v in model.items()}}
-    return {**data, "model": merged}
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is not None:
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _check(tp: Any, value: Any, key: str, source: str) -> Any:
-    """Convert ``value`` to type ``tp`` or raise a ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(tp):
-            try:
-                return _check(option, value, key, source)
-            except ConfigError as e:
-                errors.append(e)
-        raise _type_error(tp, value, key, source)
-    if tp is Any:
-        return value
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _type_error(tp, value, key, source)
-    if dataclasses.is_dataclass(tp):
-        return convert(tp, value, key, source)
-    if origin is list:
-        if not isinstance(value, list):
-            raise _type_error(tp, value, key, source)
-        (item,) = typing.get_args(tp)
-        return [_check(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(tp, value, key, source)
-        _, item = typing.get_args(tp)
-        return {str(k): _check(item, v, f"{key}.{k}", source) for k, v in value.items()}
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise _type_error(tp, value, key, source)
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-3" as a string (YAML 1.1)
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise _type_error(tp, value, key, source)
-
-
-def _type_error(tp: Any, value: Any, key: str, source: str) -> ConfigError:
-    return ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r} "
-                       f"({type(value).__name__})")
-
-
-def convert(cls: type, data: Any, prefix: str, source: str = "config"):
-    """Build dataclass ``cls`` from a mapping, checking keys and value types."""
-    where = prefix or "the top level"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping, got {data!r} "
-                          f"({type(data).__name__})")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            valid = [f"{prefix}.{n}" if prefix else n for n in names]
-            raise ConfigError(f"{source}: unknown config key {dotted!r}{closest(dotted, valid)}; "
-                              f"valid keys here: {', '.join(names)}")
-        kwargs[key] = _check(hints[key], value, dotted, source)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        if str(e).startswith(source):
-            raise
-        raise ConfigError(f"{source}: {e}") from None

@@ -69,8 +69,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, rename).
 
     Raises:
-        OSError: as raised by the file system; the target is untouched and the
-            temporary file is removed. ``ENOSPC`` (disk full) keeps its errno.
+        OSError: as raised by the file system, with ``path`` as its file name (a
+            file object's write names no file, and the temporary name is gone); the
+            target is untouched and the temporary file is removed. ``ENOSPC`` (disk
+            full) keeps its errno.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,11 +85,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # keeps the subclass
         raise
     fsync_dir(path.parent)
 

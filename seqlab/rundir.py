@@ -6,7 +6,7 @@ A training run writes one directory that is also the unit of loading and sharing
       config.yaml          the fully resolved config
       model.safetensors    the best weights so far
       tokenizer.json       when the inputs are tokens
-      labels.json          class or tag names, target statistics (labelled objectives)
+      data.json            what the data taught: label names, feature statistics
       init.json            what an initialisation from another run loaded, added, dropped
       trainer/step-NNNNNNNN/   the last checkpoints (model + optimizer + RNG + data position)
       metrics.jsonl        one JSON object per log line
@@ -30,7 +30,7 @@ from seqlab.weights_file import load_weights
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-LABELS_FILE = "labels.json"
+DATA_FILE = "data.json"
 INIT_REPORT_FILE = "init.json"
 TRAINER_DIR = "trainer"
 METRICS_FILE = "metrics.jsonl"
@@ -38,7 +38,7 @@ PLOTS_DIR = "plots"
 
 # Files a fresh run writes before its first checkpoint: a rerun into a directory that
 # never saved weights removes them, so nothing from the old attempt is reused.
-FRESH_RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, LABELS_FILE, INIT_REPORT_FILE, METRICS_FILE)
+FRESH_RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, DATA_FILE, INIT_REPORT_FILE, METRICS_FILE)
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

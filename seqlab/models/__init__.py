@@ -1,9 +1,11 @@
-"""Backbones, output heads, builders and named presets."""
+"""Backbones, input adapters, heads, builders and named presets."""
 
 from seqlab.models.backbone import Backbone, BackboneOutput, BackboneState
-from seqlab.models.build import OutputHead, build_backbone
+from seqlab.models.build import build_backbone
+from seqlab.models.heads import HEADS, Head, LossSum, OutputHead
+from seqlab.models.inputs import INPUTS
 from seqlab.models.model import ModelOutput, SequenceModel
 from seqlab.models.presets import PRESETS, Preset
 
-__all__ = ["Backbone", "BackboneOutput", "BackboneState", "ModelOutput", "OutputHead", "PRESETS",
-           "Preset", "SequenceModel", "build_backbone"]
+__all__ = ["Backbone", "BackboneOutput", "BackboneState", "HEADS", "Head", "INPUTS", "LossSum",
+           "ModelOutput", "OutputHead", "PRESETS", "Preset", "SequenceModel", "build_backbone"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from seqlab.errors import ShapeError, TokenizerError
+from seqlab.errors import ShapeError
 from seqlab.nn.layers import Block
 from seqlab.nn.mixer import State
 from seqlab.nn.positions import AbsolutePosition, positions_from_mask
@@ -44,40 +44,11 @@ class BackboneOutput:
     state: BackboneState | None = None
 
 
-class TokenEmbedding(nn.Embedding):
-    """Token embedding that rejects out-of-range ids with a clear error."""
-
-    def forward(self, ids: Tensor) -> Tensor:
-        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ShapeError(f"token ids must be an integer tensor, got dtype {ids.dtype}")
-        if ids.numel():
-            lo, hi = torch.aminmax(ids)
-            lo, hi = int(lo), int(hi)
-            if lo < 0 or hi >= self.num_embeddings:
-                bad = lo if lo < 0 else hi
-                raise TokenizerError(
-                    f"token id {bad} is out of range for a model with vocabulary size "
-                    f"{self.num_embeddings} (valid ids 0..{self.num_embeddings - 1}); the "
-                    "tokenizer and model.vocab_size must agree"
-                )
-        return super().forward(ids)
-
-
-class FeatureProjection(nn.Linear):
-    """Linear projection of continuous features (B, T, F) to (B, T, D)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 3 or x.shape[-1] != self.in_features:
-            raise ShapeError(f"features must have shape (batch, time, {self.in_features}), "
-                             f"got {tuple(x.shape)}")
-        return super().forward(x.to(self.weight.dtype))
-
-
 class Backbone(nn.Module):
     """A stack of blocks between an input embedding and a final norm.
 
     Args:
-        embed: token embedding or feature projection, (B, T[, F]) -> (B, T, D).
+        embed: the input adapter (``seqlab.models.inputs``), (B, T[, F]) -> (B, T, D).
         blocks: the Blocks, applied in order.
         norm: the final norm.
         position: an absolute position encoding added after the embedding, or None.

@@ -1,47 +1,32 @@
-"""Builders: the only code that reads a ModelConfig and wires blocks from it."""
+"""Builders: the only code that reads a model config and wires blocks from it.
+
+They take the config object (``seqlab.config.ModelConfig``) without importing its
+module: the config layer sits above the components it describes.
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from seqlab.config import ModelConfig, convert
 from seqlab.errors import ConfigError
-from seqlab.models.backbone import Backbone, FeatureProjection, TokenEmbedding
+from seqlab.models.backbone import Backbone
+from seqlab.models.inputs import INPUTS
 from seqlab.nn.layers import FFNS, NORMS, Block
 from seqlab.nn.mixers import MIXERS, MixerArgs
 from seqlab.nn.positions import POSITIONS, AbsolutePosition, RelativePosition
+from seqlab.typed import convert
 
 
-class OutputHead(nn.Module):
-    """Linear map from hidden states to ``out_features`` (vocabulary logits, classes...).
-
-    With ``tie_to`` the weight is the embedding matrix itself (Press & Wolf, 2017), which
-    saves ``vocab x D`` parameters and usually helps small language models.
-    """
-
-    def __init__(self, d_model: int, out_features: int, *, tie_to: nn.Embedding | None = None):
-        super().__init__()
-        self.proj = nn.Linear(d_model, out_features, bias=False)
-        if tie_to is not None:
-            if tie_to.weight.shape != self.proj.weight.shape:
-                raise ConfigError(f"cannot tie a ({out_features} x {d_model}) head to an "
-                                  f"embedding of shape {tuple(tie_to.weight.shape)}")
-            self.proj.weight = tie_to.weight
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        return self.proj(hidden)
-
-
-def build_options(name: str, cfg: ModelConfig):
+def build_options(name: str, cfg):
     entry = MIXERS.get(name)
     return convert(entry.options, cfg.mixer_options.get(name, {}),
                    f"model.mixer_options.{name}", "config")
 
 
-def build_backbone(cfg: ModelConfig) -> Backbone:
+def build_backbone(cfg) -> Backbone:
     """Wire a Backbone from its config (``vocab_size`` or ``input_dim`` must be set)."""
     d = cfg.d_model
     position = POSITIONS.get(cfg.position)(d_model=d, d_head=d // cfg.n_heads,
@@ -64,12 +49,8 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
         ffn = None if cfg.ffn == "none" else FFNS.get(cfg.ffn)(d, cfg.d_ff, dropout=cfg.dropout)
         blocks.append(Block(mixer, ffn=ffn, norm=norm, residual=cfg.residual,
                             dropout=cfg.dropout))
-    if cfg.input == "tokens":
-        if not cfg.vocab_size:
-            raise ConfigError("model.vocab_size is not set (it comes from the tokenizer)")
-        embed = TokenEmbedding(cfg.vocab_size, d)
-    else:
-        embed = FeatureProjection(cfg.input_dim, d)
+    kind = cfg.input or ("features" if cfg.input_dim and not cfg.vocab_size else "tokens")
+    embed = INPUTS.get(kind).build(d, cfg.vocab_size, cfg.input_dim)
     backbone = Backbone(embed, blocks, norm(d), position=absolute, dropout=cfg.dropout)
     init_weights(backbone, cfg.n_layers)
     return backbone

@@ -1,7 +1,7 @@
-"""SequenceModel: a backbone and an output head, the model every task wraps.
+"""SequenceModel: a backbone and a head, the model every objective trains.
 
-Tasks own the loss; this class only maps inputs to outputs and threads the backbone's
-streaming state, so generation and streaming code can drive any task's model.
+The head owns the loss; this class maps inputs to outputs and threads the backbone's
+streaming state, so generation and streaming code can drive any objective's model.
 """
 
 from __future__ import annotations
@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from seqlab.models.backbone import Backbone, BackboneState
-from seqlab.models.build import OutputHead
+from seqlab.models.heads import Head, LossSum
 
 
 @dataclass
 class ModelOutput:
-    logits: Tensor  # (B, T, C): vocabulary logits, class scores or regression values
+    logits: Tensor  # the head's outputs: (B, T, V) logits, (B, C) class scores, (B, K) values
     state: BackboneState | None = None
     loss: Tensor | None = None
 
 
 class SequenceModel(nn.Module):
-    """Backbone + output head."""
+    """Backbone + head."""
 
-    def __init__(self, backbone: Backbone, head: OutputHead):
+    def __init__(self, backbone: Backbone, head: Head):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -43,4 +43,10 @@ class SequenceModel(nn.Module):
     def forward(self, inputs: Tensor, state: BackboneState | None = None, *,
                 padding_mask: Tensor | None = None) -> ModelOutput:
         out = self.backbone(inputs, state, padding_mask=padding_mask)
-        return ModelOutput(self.head(out.hidden), out.state)
+        return ModelOutput(self.head(out.hidden, padding_mask), out.state)
+
+    def loss(self, inputs: Tensor, targets: Tensor, padding_mask: Tensor | None = None,
+             **extras: Tensor) -> LossSum:
+        """The head's loss (a sum and a count) of one batch, from a stateless pass."""
+        hidden = self.backbone(inputs, padding_mask=padding_mask).hidden  # (B, T, D)
+        return self.head.loss(hidden, targets, padding_mask, **extras)

@@ -47,6 +47,7 @@ STATE_FILE = "state.safetensors"
 SKELETON_FILE = "state.json"
 _REQUIRED = (MODEL_FILE, STATE_FILE, SKELETON_FILE)
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
+_SET_ASIDE_DIR = re.compile(r"^" + re.escape(TMP_PREFIX) + r"old-step-(\d{8,})-\d+$")
 
 
 # --------------------------------------------------------------------------- manager
@@ -74,7 +75,8 @@ class Checkpoint:
 
     Attributes:
         step: the training step it was saved at.
-        path: the committed ``step-NNNNNNNN`` directory.
+        path: the directory it was read from: ``step-NNNNNNNN``, or the set-aside copy
+            that :meth:`CheckpointManager.checkpoints` lists after a crashed re-save.
         model: model weights, on the requested device.
         state: the nested trainer state given to ``save()``; its tensors are on CPU
             (``Optimizer.load_state_dict`` moves them to the parameters' device, and
@@ -114,14 +116,25 @@ class CheckpointManager:
         return self.directory / f"step-{step:08d}"
 
     def checkpoints(self) -> list[tuple[int, Path]]:
-        """Committed ``step-NNNNNNNN`` directories, newest first (not verified)."""
+        """Committed checkpoint directories, newest first (not verified).
+
+        These are the ``step-NNNNNNNN`` directories, plus any committed one that a re-save
+        of the same step moved aside (:meth:`_commit`) and that a crash kept from being
+        replaced: while its step has no ``step-NNNNNNNN``, it is still that step's last
+        good copy (and :meth:`clean_stale` renames it back).
+        """
         if not self.directory.is_dir():
             return []
-        found = []
+        found, set_aside = [], []
         for entry in self.directory.iterdir():
             match = _STEP_DIR.match(entry.name)
             if match and entry.is_dir():
                 found.append((int(match.group(1)), entry))
+            match = _SET_ASIDE_DIR.match(entry.name)
+            if match and entry.is_dir():
+                set_aside.append((int(match.group(1)), entry))
+        committed = {step for step, _ in found}
+        found += [(step, path) for step, path in sorted(set_aside) if step not in committed]
         return sorted(found, key=lambda item: item[0], reverse=True)
 
     def latest_step(self) -> int | None:
@@ -134,9 +147,25 @@ class CheckpointManager:
     def clean_stale(self) -> list[Path]:
         """Remove ``.tmp-`` leftovers of a save that crashed; returns what was removed.
 
+        A committed checkpoint that a crashed re-save of its step had moved aside is
+        renamed back to ``step-NNNNNNNN`` instead, when it verifies (an ``OSError``
+        from that rename propagates, and the copy is kept).
+
         Call it at start-up, while no other process saves into this directory: a save
         in progress is a ``.tmp-`` directory too.
         """
+        for step, path in self.checkpoints():
+            final = self._step_dir(step)
+            if path == final or final.exists():
+                continue
+            try:
+                self._verify(step, path)
+            except _Unusable:
+                continue  # a torn copy is no better than none: remove_stale takes it
+            os.rename(path, final)
+            fsync_dir(self.directory)
+            logger.warning("restored checkpoint %s, which a re-save of the same step had moved "
+                           "aside when it was interrupted", final)
         removed = remove_stale(self.directory)
         if removed:
             logger.warning("removed leftovers of an interrupted checkpoint save in %s: %s",
@@ -205,7 +234,10 @@ class CheckpointManager:
         """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside, not overwritten.
 
         POSIX cannot rename a directory over a non-empty one, so the old one is renamed
-        to a ``.tmp-`` name first (``clean_stale`` removes it if we crash right there).
+        to a ``.tmp-old-`` name first. A crash between the two renames leaves no
+        ``step-NNNNNNNN``: :meth:`checkpoints` then lists the set-aside copy, and
+        :meth:`clean_stale` renames it back; once the new one is in, the old one is a
+        leftover that ``clean_stale`` removes.
         """
         if not final.exists():
             os.rename(tmp, final)
@@ -224,11 +256,21 @@ class CheckpointManager:
         shutil.rmtree(aside, ignore_errors=True)
 
     def _prune(self, keep_path: Path) -> None:
-        """Delete committed checkpoints beyond the newest ``keep`` (never the one just saved)."""
+        """Delete committed checkpoints beyond the newest ``keep`` (never the one just saved).
+
+        Each is renamed to a ``.tmp-`` name before its files go, so a crash mid-delete
+        leaves a leftover for ``clean_stale``, never a torn ``step-NNNNNNNN``.
+        """
         for _, path in self.checkpoints()[self.keep:]:
             if path == keep_path:
                 continue
             try:
+                if not path.name.startswith(TMP_PREFIX):
+                    doomed = self.directory / f"{TMP_PREFIX}pruned-{path.name}-{os.getpid()}"
+                    if doomed.exists():
+                        remove_path(doomed)
+                    os.rename(path, doomed)
+                    path = doomed
                 shutil.rmtree(path)
                 logger.debug("pruned old checkpoint %s", path)
             except OSError as exc:

@@ -1,8 +1,10 @@
-"""The Trainer: any Task, AdamW + warmup/cosine, accumulation, clipping, bf16 autocast,
-evaluation, best/last checkpoints and exact resume.
+"""The Trainer: any objective, AdamW + warmup/cosine, exact gradient accumulation,
+clipping, bf16 autocast, named evaluators, best/last checkpoints, hooks and exact resume.
 
-It knows nothing of what is modelled: the Task provides the model, the batches (a
-pure function of the step), the loss and the metrics.
+It knows nothing of what is modelled: the objective provides the model, the batches (a
+pure function of the step), the loss (a sum and a count) and the evaluators; hooks
+(``seqlab.train.hooks``) add initialisation, frozen parameters, loss terms and further
+evaluators.
 """
 
 from __future__ import annotations
@@ -10,29 +12,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, ConfigError, TrainingError
-from seqlab.io import atomic_write, remove_stale
+from seqlab.io import atomic_write, remove_path, remove_stale
 from seqlab.models.weights import load_model_tensors, model_tensors
-from seqlab.tasks import TASKS
-from seqlab.tasks.base import Task, batch_to
-from seqlab.train.checkpoint import CheckpointManager, save_weights
-from seqlab.train.metrics import MetricsLog, plot_losses
+from seqlab.plots import plot_losses
+from seqlab.rundir import (CONFIG_FILE, FRESH_RUN_FILES, METRICS_FILE, PLOTS_DIR, TRAINER_DIR,
+                           WEIGHTS_FILE)
+from seqlab.tasks import OBJECTIVES
+from seqlab.train.checkpoint import CheckpointManager
+from seqlab.train.hooks import TrainerHook, config_hooks
+from seqlab.train.metrics import MetricsLog
+from seqlab.train.optim import build_optimizer
+from seqlab.train.runtime import (GracefulInterrupt, ProcessSettings, resolve_device, rng_state,
+                                  set_rng_state)
 from seqlab.train.schedule import warmup_cosine
+from seqlab.weights_file import save_weights
 
 logger = logging.getLogger("seqlab")
-
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -45,77 +48,33 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device {name!r} is not a device; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no CUDA device is available; use auto or cpu")
-    return device
-
-
-def no_decay_parameters(model: nn.Module) -> set[int]:
-    """ids of parameters a module lists in its ``no_weight_decay`` attribute (names
-    relative to that module), e.g. an SSM's A and dt, which decay must not pull to 0."""
-    ids = set()
-    for module in model.modules():
-        for name in getattr(module, "no_weight_decay", ()):
-            ids.add(id(module.get_parameter(name)))
-    return ids
-
-
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms, or parameters a
-    module exempts), fused when offered."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    exempt = no_decay_parameters(model)
-    decay = [p for p in params if p.dim() >= 2 and id(p) not in exempt]
-    no_decay = [p for p in params if p.dim() < 2 or id(p) in exempt]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, **kwargs)
-
-
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 class Trainer:
-    """Train ``config`` into ``run_dir`` (a directory laid out as in DESIGN.md §3).
+    """Train ``config`` into ``run_dir`` (a directory laid out as in ``seqlab.rundir``).
 
     Args:
-        config: the run's config.
+        config: the run's config; the trainer works on its own copy.
         run_dir: where the run lives; must not already hold a run unless ``resume``.
         resume: continue from the newest complete checkpoint in ``run_dir/trainer``.
         restore_rng: restore the saved RNG state on resume (only tests turn this off).
+        hooks: further hooks, run after the ones the config asks for.
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, *, resume: bool = False,
-                 restore_rng: bool = True):
-        self.config = config
+    def __init__(self, config, run_dir: str | Path, *, resume: bool = False,
+                 restore_rng: bool = True, hooks: list[TrainerHook] | None = None):
+        self.config = config.copy()
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.restore_rng = restore_rng
-        self.checkpoints = CheckpointManager(self.run_dir / "trainer",
-                                             keep=config.train.keep_checkpoints)
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
-        self.task: Task = TASKS.get(config.task)(config)
+        self.checkpoints = CheckpointManager(self.run_dir / TRAINER_DIR,
+                                             keep=self.config.train.keep_checkpoints)
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
+        self.objective = OBJECTIVES.get(self.config.task).cls(self.config)
+        self.hooks = config_hooks(self.config) + list(hooks or [])
+
+    @property
+    def task(self):
+        """The objective (its name when objectives were called tasks)."""
+        return self.objective
 
     # -- set-up ------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -128,29 +87,34 @@ class Trainer:
         elif has_run:
             raise CheckpointError(f"run directory {self.run_dir} already holds a run; pass "
                                   "--resume to continue it or --out to choose a new directory")
+        elif self.run_dir.is_dir():
+            for name in FRESH_RUN_FILES:  # what an attempt that never saved left behind
+                if (self.run_dir / name).exists():
+                    remove_path(self.run_dir / name)
 
     def _setup(self):
         cfg = self.config.train
         self._check_run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoints.clean_stale()
-        for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / "plots")]:
-            logger.info("removed %s left by an interrupted write", leftover)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
         torch.manual_seed(self.config.seed)
-        self.task.prepare(self.run_dir, resume=self.resume)
-        self.model = self.task.build_model().to(self.device)
+        # Read the data before creating anything, so bad data leaves no empty run behind.
+        self.objective.prepare(self.run_dir, resume=self.resume)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.clean_stale()
+        for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / PLOTS_DIR)]:
+            logger.info("removed %s left by an interrupted write", leftover)
+        self.model = self.objective.build_model().to(self.device)
+        for hook in self.hooks:
+            hook.setup(self, resume=self.resume)
         self.optimizer = build_optimizer(self.model, cfg)
         self.autocast = self._autocast_factory()
-        self.task.autocast = self.autocast
+        self.objective.autocast = self.autocast
         self.step, self.best = 0, None
         if self.resume:
             self._restore()
         else:
             atomic_write(self.run_dir / CONFIG_FILE, self.config.to_yaml())
-            self.task.save_artifacts(self.run_dir)
+            self.objective.save_artifacts(self.run_dir)
             self.metrics.truncate_after(0)
 
     def _autocast_factory(self):
@@ -182,7 +146,7 @@ class Trainer:
         load_model_tensors(self.model, ckpt.model, source=str(ckpt.path))
         state = ckpt.state
         self.optimizer.load_state_dict(state["optimizer"])
-        self.task.load_data_state(state["data"])
+        self.objective.load_data_state(state["data"])
         if self.restore_rng:
             set_rng_state(state["rng"])
         self.step = int(state["step"])
@@ -196,29 +160,43 @@ class Trainer:
         """Train to ``train.steps`` (or stop early at ``until_step`` with a checkpoint,
         for time-boxed jobs; the schedule still follows ``train.steps``)."""
         start_time = time.perf_counter()
-        self._setup()
         cfg = self.config.train
-        result = TrainResult(self.run_dir, self.step, best_val_loss=self.best)
+        with ProcessSettings(num_threads=cfg.num_threads, flush_denormal=cfg.flush_denormal):
+            self._setup()
+            result = TrainResult(self.run_dir, self.step, best_val_loss=self.best)
+            self._loop(result, until_step)
+        if not (self.run_dir / WEIGHTS_FILE).exists():
+            self._save_weights()  # no evaluation ran: the last weights are the ones to use
+        plot_losses(self.metrics.read(), self.run_dir / PLOTS_DIR / "loss.png")
+        result.step, result.best_val_loss = self.step, self.best
+        result.seconds = time.perf_counter() - start_time
+        return result
+
+    def _loop(self, result: TrainResult, until_step: int | None) -> None:
+        cfg = self.config.train
         save_every = cfg.save_every or cfg.eval_every
         progress = self._progress()
-        window_items, window_start = 0, time.perf_counter()
+        item = self.objective.item_name
+        window = {"items": 0, "padded": 0, "start": time.perf_counter()}
         self.model.train()
-        flushing = cfg.flush_denormal and torch.set_flush_denormal(True)  # False: unsupported
         try:
             with GracefulInterrupt() as interrupt:
                 while self.step < cfg.steps:
-                    loss, items = self._train_step()
+                    loss, items, padded = self._train_step()
                     self.step += 1
-                    window_items += items
+                    window["items"] += items
+                    window["padded"] += padded
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                         now = time.perf_counter()
-                        rate = window_items / max(now - window_start, 1e-9)
-                        window_items, window_start = 0, now
-                        self.metrics.append({"step": self.step, "loss": loss, "lr": self._lr,
-                                             f"{self.task.item_name}_per_s": round(rate, 1)})
+                        rate = window["items"] / max(now - window["start"], 1e-9)
+                        record = {"step": self.step, "loss": loss, "lr": self._lr,
+                                  f"{item}_per_s": round(rate, 1)}
+                        if window["padded"]:
+                            record["padding"] = round(window["padded"] / (window["padded"] + window["items"]), 4)
+                        self.metrics.append(record)
+                        window = {"items": 0, "padded": 0, "start": now}
                         if progress is not None:
-                            progress.set_postfix({"loss": f"{loss:.3f}",
-                                                  f"{self.task.item_name}/s": f"{rate:,.0f}"})
+                            progress.set_postfix({"loss": f"{loss:.3f}", f"{item}/s": f"{rate:,.0f}"})
                     if progress is not None:
                         progress.update(1)
                     last = self.step == cfg.steps
@@ -233,54 +211,73 @@ class Trainer:
                         result.interrupted = interrupt.requested
                         break
         finally:
-            if flushing:
-                torch.set_flush_denormal(False)  # torch's default
             if progress is not None:
                 progress.close()
-        if not (self.run_dir / WEIGHTS_FILE).exists():
-            self._save_weights()  # no evaluation ran: the last weights are the ones to use
-        plot_losses(self.metrics.read(), self.run_dir / "plots" / "loss.png")
-        result.step, result.best_val_loss = self.step, self.best
-        result.seconds = time.perf_counter() - start_time
-        return result
 
-    def _train_step(self) -> tuple[float, int]:
+    def _train_step(self) -> tuple[float, int, int]:
+        """One optimizer step. The micro-batches' loss sums are backpropagated as they
+        come and the gradients divided by the step's total count afterwards, so the step
+        follows the exact mean over every counted item, however padding falls."""
         cfg = self.config.train
-        self._lr = warmup_cosine(self.step, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                                 total_steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio)
+        factor = warmup_cosine(self.step, lr=1.0, warmup_steps=cfg.warmup_steps,
+                               total_steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
-            group["lr"] = self._lr
-        total_loss, total_items = 0.0, 0
+            group["lr"] = group["base_lr"] * factor
+        self._lr = cfg.lr * factor
+        total, count, items, padded = 0.0, 0.0, 0, 0
         for micro in range(cfg.grad_accum):
-            batch = batch_to(self.task.train_batch(self.step, micro), self.device)
+            batch = self.objective.train_batch(self.step, micro)
+            items, padded = items + batch.n_positions, padded + batch.n_padded
+            batch = batch.to(self.device)
             with self.autocast() if self.autocast else contextlib.nullcontext():
-                loss, items = self.task.loss(self.model, batch)
-            (loss / cfg.grad_accum).backward()
-            total_loss += float(loss.detach()) / cfg.grad_accum
-            total_items += items
-        if not math.isfinite(total_loss):
+                result = self.objective.loss(self.model, batch)
+            result.total.backward()
+            total = total + result.total.detach()
+            count = count + result.count
+        total, count = float(total), float(count)
+        loss = total / count if count else float("nan")
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if count and grads:
+            torch._foreach_div_(grads, count)
+        for hook in self.hooks:
+            term = hook.loss_term(self)
+            if term is not None:
+                term.backward()
+                loss += float(term.detach())
+        if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
             latest = self.checkpoints.latest_step()
             kept = f"the checkpoint at step {latest} is intact" if latest is not None else "no checkpoint was written"
-            raise TrainingError(f"loss became {total_loss} at step {self.step + 1}; training "
+            raise TrainingError(f"loss became {loss} at step {self.step + 1}; training "
                                 f"stopped before updating the weights ({kept}). Try a lower "
                                 "train.lr, train.grad_clip, or precision fp32")
         if cfg.grad_clip and cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
+                                           cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total_loss, total_items
+        return loss, items, padded
 
     def _evaluate(self) -> dict:
-        metrics = self.task.evaluate(self.model)
+        metrics: dict[str, float] = {}
+        evaluators = dict(self.objective.evaluators())
+        for hook in self.hooks:
+            evaluators.update(hook.evaluators(self))
+        for name, evaluate in evaluators.items():
+            found = evaluate(self.model)
+            if name == "val":
+                metrics.update(found)
+            else:
+                metrics.update({f"{name}/{key.removeprefix('val_')}": v for key, v in found.items()})
         self.metrics.append({"step": self.step, **metrics})
-        logger.info("step %d: %s", self.step,
-                    ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        logger.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         val = metrics.get("val_loss")
         if val is not None and math.isfinite(val) and (self.best is None or val < self.best):
             self.best = val
             self._save_weights()
-        plot_losses(self.metrics.read(), self.run_dir / "plots" / "loss.png")
+        plots = self.run_dir / PLOTS_DIR
+        plot_losses(self.metrics.read(), plots / "loss.png")
+        self.objective.write_plots(plots)
         return metrics
 
     def _save_weights(self) -> None:
@@ -289,7 +286,7 @@ class Trainer:
 
     def _save_checkpoint(self) -> None:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-                 "data": self.task.data_state(), "best_val_loss": self.best}
+                 "data": self.objective.data_state(), "best_val_loss": self.best}
         self.checkpoints.save(self.step, model=model_tensors(self.model), state=state)
 
     def _progress(self):
@@ -299,28 +296,3 @@ class Trainer:
 
         return tqdm(total=self.config.train.steps, initial=self.step, desc="train",
                     unit="step", dynamic_ncols=True, mininterval=0.5)
-
-
-class GracefulInterrupt:
-    """Turn the first Ctrl-C into a request to stop after the current step, so the
-    checkpoint saved then is consistent; a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("stopping after this step (press Ctrl-C again to abort at once)")
-
-    def __enter__(self) -> "GracefulInterrupt":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False

@@ -202,7 +202,7 @@ def test_load_not_utf8(tmp_path):
     ({"kind": "byte"}, "key 'version' is missing"),
     ({"kind": "byte", "version": "1"}, "'version' must be of type int, got str"),
     ({"kind": "byte", "version": True}, "'version' must be of type int, got bool"),
-    ({"kind": "byte", "version": 2}, "'version' 2 is not supported"),
+    ({"kind": "byte", "version": 3}, "'version' 3 is not supported"),
     ({"kind": "byte", "version": 1, "vocab": 3}, "unknown key 'vocab'"),
     ({"kind": "char", "version": 1, "special_tokens": ["<pad>", "<unk>", "<bos>", "<eos>"]},
      "key 'chars' is missing"),

@@ -106,8 +106,10 @@ def test_non_finite_loss_stops_naming_the_step(corpus, tmp_path, monkeypatch):
     original = type(trainer.task).loss
 
     def bad_loss(self, model, batch):
-        loss, n = original(self, model, batch)
-        return (loss * float("nan") if trainer.step == 5 else loss), n
+        result = original(self, model, batch)
+        if trainer.step == 5:
+            result.total = result.total * float("nan")
+        return result
 
     monkeypatch.setattr(type(trainer.task), "loss", bad_loss)
     with pytest.raises(TrainingError, match="loss became nan at step 6.*step 4 is intact"):
@@ -126,7 +128,7 @@ def test_denormals_flush_during_training_only(corpus, tmp_path, monkeypatch, flu
     monkeypatch.setattr(type(trainer.task), "loss", loss)
     trainer.fit()
     if torch.set_flush_denormal(False):  # the platform supports flushing
-        assert seen == [0.0, 0.0] if flush else all(v > 0 for v in seen)
+        assert len(seen) >= 2 and (all(v == 0 for v in seen) if flush else all(v > 0 for v in seen))
     assert (torch.tensor(1e-39) * 1.0).item() > 0  # restored afterwards
 
 

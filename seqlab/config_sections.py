@@ -1,0 +1,213 @@
+"""The sections of a run config: model, tokenizer, training and initialisation.
+
+Each is a dataclass that checks itself against the registries of the components it
+names (mixers, positions, norms, feed-forwards, input adapters, tokenizers).
+``seqlab.config`` composes them into a ``RunConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from seqlab.data.tokenizers import TOKENIZERS
+from seqlab.errors import ConfigError
+from seqlab.models.inputs import INPUTS
+from seqlab.nn import FFNS, MIXERS, NORMS, POSITIONS
+from seqlab.registry import closest
+from seqlab.typed import convert
+
+
+@dataclass
+class ModelConfig:
+    """Architecture: ``embed -> n_layers x Block(mixer, ffn) -> norm -> head``.
+
+    ``mixer`` is one registry key or a list of one key per layer (hybrid stacks).
+    ``mixer_options`` maps a mixer the model uses to its own options (e.g.
+    ``lstm: {num_layers: 2}``). ``input`` names the input adapter (``tokens``,
+    ``features``); left unset, the data source decides, and ``vocab_size`` or
+    ``input_dim`` come from the tokenizer or the data.
+    """
+
+    preset: str | None = None
+    mixer: Union[str, list[str]] = "attention"
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    ffn: str = "mlp"
+    d_ff: int | None = None
+    norm: str = "layernorm"
+    residual: bool = True
+    position: str = "rope"
+    context_length: int = 256
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    causal: bool = True
+    input: str | None = None
+    input_dim: int | None = None
+    vocab_size: int | None = None
+    mixer_options: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),
+                            ("n_heads", self.n_heads), ("context_length", self.context_length)):
+            if value <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {value}")
+        if isinstance(self.mixer, list) and len(self.mixer) != self.n_layers:
+            raise ConfigError(f"model.mixer lists {len(self.mixer)} mixers but model.n_layers "
+                              f"is {self.n_layers}; give one mixer per layer or a single name")
+        for name in self.mixers:
+            entry = _lookup(MIXERS, name, "model.mixer")
+            if not entry.supports(self.causal):
+                mode = "causal" if self.causal else "bidirectional"
+                raise ConfigError(f"model.mixer {name!r} cannot run {mode} (model.causal is "
+                                  f"{self.causal}); it supports: {', '.join(entry.modes)}")
+        for name, options in self.mixer_options.items():
+            if name not in MIXERS:
+                raise ConfigError(f"model.mixer_options names unknown mixer {name!r}"
+                                  f"{closest(name, MIXERS.names())}")
+            if name not in self.mixers:
+                used = sorted(set(self.mixers))
+                raise ConfigError(f"model.mixer_options.{name} is unused: the model's mixers are "
+                                  f"{', '.join(used)}; valid keys: {', '.join(used)}")
+            convert(MIXERS.get(name).options, options, f"model.mixer_options.{name}", "config")
+        if self.ffn != "none":
+            _lookup(FFNS, self.ffn, "model.ffn")
+        _lookup(NORMS, self.norm, "model.norm")
+        _lookup(POSITIONS, self.position, "model.position")
+        uses_heads = any(MIXERS.get(m).uses_positions for m in self.mixers)
+        if uses_heads and self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by "
+                              f"model.n_heads ({self.n_heads})")
+        if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
+            raise ConfigError(f"model.n_heads ({self.n_heads}) must be divisible by "
+                              f"model.n_kv_heads ({self.n_kv_heads})")
+        if self.position in ("rope", "alibi") and not uses_heads:
+            raise ConfigError(f"model.position {self.position!r} acts inside attention, but no "
+                              f"layer of {self.mixers} uses it; use 'none', 'sinusoidal' or 'learned'")
+        if self.vocab_size is not None and self.vocab_size <= 0:
+            raise ConfigError(f"model.vocab_size must be positive, got {self.vocab_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.input is not None:
+            _lookup(INPUTS, self.input, "model.input")
+        if self.input_dim is not None and self.input_dim <= 0:
+            raise ConfigError(f"model.input_dim must be positive, got {self.input_dim}")
+
+    @property
+    def mixers(self) -> list[str]:
+        """One mixer name per layer."""
+        return list(self.mixer) if isinstance(self.mixer, list) else [self.mixer] * self.n_layers
+
+
+def _lookup(registry, name: str, key: str):
+    try:
+        return registry.get(name)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+@dataclass
+class TokenizerConfig:
+    """``kind``: ``byte`` (UTF-8 bytes), ``char`` (the corpus's characters) or ``ids``
+    (pre-tokenised data); ``path``: reuse an existing tokenizer.json."""
+
+    kind: str = "byte"
+    path: str | None = None
+
+    def __post_init__(self):
+        _lookup(TOKENIZERS, self.kind, "tokenizer.kind")
+
+
+@dataclass
+class ParamGroup:
+    """Parameters (glob patterns over their names, e.g. ``backbone.blocks.0.*``) that train
+    with their own learning rate (``lr``, or ``lr_scale`` times ``train.lr``) and weight
+    decay. A parameter belongs to the first group whose pattern matches it."""
+
+    params: list[str] = field(default_factory=list)
+    lr: float | None = None
+    lr_scale: float | None = None
+    weight_decay: float | None = None
+
+    def __post_init__(self):
+        if not self.params:
+            raise ConfigError("train.param_groups: each group needs params (name patterns)")
+        if self.lr is not None and self.lr_scale is not None:
+            raise ConfigError("train.param_groups: give lr or lr_scale, not both")
+        for key in ("lr", "lr_scale"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"train.param_groups: {key} must be positive, got {value}")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``eval_batches``: at most this many batches per evaluation (None:
+    every held-out example, or 20 blocks of a text stream). ``freeze``: glob patterns of
+    parameter names that stay fixed. ``param_groups``: parameters with their own learning
+    rate or weight decay (see ``ParamGroup``)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    precision: str = "fp32"
+    device: str = "auto"
+    eval_every: int = 200
+    eval_batches: int | None = None
+    log_every: int = 10
+    save_every: int | None = None
+    keep_checkpoints: int = 2
+    num_threads: int | None = None
+    # Flush denormal floats to zero on CPU while training (restored afterwards): gradients
+    # fading through hundreds of recurrent steps go denormal, and x86 CPUs handle those
+    # about 10x slower (measured on an LSTM trained on an end-scored task).
+    flush_denormal: bool = True
+    progress: bool = True
+    freeze: list[str] = field(default_factory=list)
+    param_groups: list[ParamGroup] = field(default_factory=list)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches",
+                     "log_every", "keep_checkpoints"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class InitConfig:
+    """Initialise a new run from a trained one (fine-tuning).
+
+    ``run``: the run directory whose ``model.safetensors`` is read. ``include`` and
+    ``exclude``: glob patterns of tensor names to take or leave (default: every tensor
+    whose name and shape match, e.g. ``exclude: ["head.*"]`` keeps a backbone and builds
+    a new head). ``penalty``: weight of an L2 penalty pulling the loaded tensors toward
+    their loaded values (L2-SP, Li et al. 2018), added to every step's loss.
+    What was loaded, what is new and what was dropped is logged and written to the run's
+    ``init.json``.
+    """
+
+    run: str | None = None
+    include: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+    penalty: float = 0.0
+
+    def __post_init__(self):
+        if self.penalty < 0:
+            raise ConfigError(f"init.penalty must be >= 0, got {self.penalty}")
+        if self.run is None and (self.include is not None or self.exclude or self.penalty):
+            raise ConfigError("init.include, init.exclude and init.penalty need init.run")

@@ -1,0 +1,179 @@
+"""Labelled examples of varying length, held as two flat arrays (values + offsets).
+
+Token ids or feature vectors of every example are concatenated along time, so a data
+set of a million short examples is a few arrays rather than a million tensors; a batch
+gathers its rows and pads them (``seqlab.data.batch.pad``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seqlab.data.batch import IGNORE, Batch, pad
+from seqlab.data.labels import LabelSpace, parse_number, split_tags
+from seqlab.data.records import Record, field_of
+from seqlab.data.tokenizers import IdsTokenizer, Tokenizer
+from seqlab.errors import DataError
+
+
+@dataclass
+class ExampleSet:
+    """Examples as flat arrays.
+
+    Shapes:
+        values: (sum T, ) int32 token ids or (sum T, F) float32 features.
+        offsets: (N + 1,) int64; example i is ``values[offsets[i]:offsets[i + 1]]``.
+        labels: (N,) int64 class ids, (N, K) float32 numbers, (sum T,) int64 tag ids
+            aligned with ``values``, or None.
+    """
+
+    values: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray | None
+    label_kind: str | None
+    names: list[str]  # where each example came from, for errors and predictions
+
+    @classmethod
+    def from_rows(cls, rows: list[np.ndarray], labels: list | None, label_kind: str | None,
+                  names: list[str]) -> "ExampleSet":
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(r) for r in rows])
+        values = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
+        if labels is None:
+            packed = None
+        elif label_kind == "tags":
+            packed = np.concatenate(labels).astype(np.int64)
+        elif label_kind == "number":
+            packed = np.stack(labels).astype(np.float32)
+        else:
+            packed = np.asarray(labels, dtype=np.int64)
+        return cls(values, offsets, packed, label_kind, names)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i]:self.offsets[i + 1]]
+
+    def batch(self, indices: np.ndarray, *, pad_id: int = 0,
+              mean: np.ndarray | None = None, std: np.ndarray | None = None) -> Batch:
+        """Gather and pad the examples at ``indices``; features are standardised with
+        ``mean``/``std`` when given."""
+        rows = [self.row(i) for i in indices]
+        if self.values.dtype.kind == "f":
+            if mean is not None:
+                rows = [(r - mean) / std for r in rows]
+            inputs, mask = pad(rows, value=0.0, dtype=torch.float32)
+        else:
+            inputs, mask = pad(rows, value=pad_id, dtype=torch.int64)
+        targets = None
+        if self.labels is not None:
+            if self.label_kind == "tags":
+                tags = [self.labels[self.offsets[i]:self.offsets[i + 1]] for i in indices]
+                targets, _ = pad(tags, value=IGNORE)
+            else:
+                targets = torch.from_numpy(self.labels[indices])
+        return Batch(inputs, targets, mask, index=torch.as_tensor(np.asarray(indices)))
+
+
+def record_tokens(record: Record, tokenizer: Tokenizer, *, text_field: str,
+                  tokens_field: str | None) -> np.ndarray:
+    """The token ids of one record: its text field encoded, or its pre-tokenised ids
+    (a JSON list of integers, or integers separated by spaces)."""
+    if tokens_field is None:
+        text = field_of(record, text_field, "text")
+        if not isinstance(text, str):
+            raise DataError(f"{record.where}: field {text_field!r} must be text, got "
+                            f"{type(text).__name__}")
+        return tokenizer.encode_array(text)
+    value = field_of(record, tokens_field, "tokens")
+    if isinstance(value, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise DataError(f"{record.where}: field {tokens_field!r} must list token ids "
+                            "(integers >= 0)")
+        ids = np.asarray(value, dtype=np.int64)
+        if isinstance(tokenizer, IdsTokenizer) and ids.size and int(ids.max()) >= tokenizer.size:
+            raise DataError(f"{record.where}: token id {int(ids.max())} is beyond the "
+                            f"vocabulary of the training data (ids 0..{tokenizer.size - 1})")
+        return ids.astype(np.int32)
+    if isinstance(value, str):
+        try:
+            return tokenizer.encode_array(value)
+        except Exception as e:  # the tokenizer names what is wrong
+            raise DataError(f"{record.where}: {e}") from None
+    raise DataError(f"{record.where}: field {tokens_field!r} must be a list of ids or ids "
+                    f"separated by spaces, got {type(value).__name__}")
+
+
+def record_texts(records: list[Record], *, text_field: str, tokens_field: str | None):
+    """The texts a tokenizer with a learned vocabulary (char, ids) is built from."""
+    for r in records:
+        value = field_of(r, tokens_field or text_field, "tokens" if tokens_field else "text")
+        yield " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def raw_label(record: Record, kind: str, label_field: str | list[str]) -> object:
+    """The label of a record as written: a name, a list of numbers, or a list of tags."""
+    if kind == "number":
+        if isinstance(label_field, list):
+            return [parse_number(field_of(record, f, "label"), f"{record.where} field {f!r}")[0]
+                    for f in label_field]
+        return parse_number(field_of(record, label_field, "label"), record.where)
+    value = field_of(record, label_field, "label")
+    if kind == "tags":
+        return split_tags(value, record.where)
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f"{record.where}: the label field {label_field!r} is empty")
+    return value
+
+
+def build_examples(rows: list[np.ndarray], raw: list | None, wheres: list[str], *,
+                   kind: str | None, labels: LabelSpace | None, max_length: int,
+                   bos_id: int | None = None, target_names: list[str] | None = None
+                   ) -> tuple[ExampleSet, LabelSpace | None, int]:
+    """Check, truncate and label the examples; fit ``labels`` on them when None.
+
+    Args:
+        rows: per example, (T,) ids or (T, F) features.
+        raw: per example, its raw label (see :func:`raw_label`), or None for unlabelled data.
+        max_length: longest example kept; longer ones are cut (their tags too).
+        bos_id: prepended to every token example (the slot ``first`` pooling reads).
+
+    Returns:
+        The examples, the label space, and how many examples were cut.
+
+    Raises:
+        DataError: an empty example, or per-position labels whose count differs from the
+            example's length (naming the record and both lengths).
+    """
+    cut = 0
+    keep = max_length - (1 if bos_id is not None else 0)
+    for i, (row, where) in enumerate(zip(rows, wheres)):
+        if len(row) == 0:
+            raise DataError(f"{where}: the example is empty (no tokens or frames)")
+        if kind == "tags" and raw is not None and len(raw[i]) != len(row):
+            raise DataError(f"{where}: {len(raw[i])} per-position labels for a sequence of "
+                            f"{len(row)} positions; they must be equal")
+        if len(row) > keep:
+            cut += 1
+            rows[i] = row[:keep]
+            if kind == "tags" and raw is not None:
+                raw[i] = raw[i][:keep]
+        if bos_id is not None:
+            rows[i] = np.concatenate([np.array([bos_id], dtype=rows[i].dtype), rows[i]])
+    encoded = None
+    if raw is not None and kind is not None:
+        if labels is None:
+            labels = LabelSpace.fit(kind, raw, wheres, target_names)
+        elif kind == "number" and raw and len(raw[0]) != labels.size:
+            raise DataError(f"{wheres[0]}: {len(raw[0])} regression targets, the run predicts "
+                            f"{labels.size}")
+        encoded = [labels.encode(value) for value in raw]
+    return ExampleSet.from_rows(rows, encoded, kind, list(wheres)), labels, cut

@@ -1,0 +1,103 @@
+"""Records of labelled examples from JSON Lines, CSV and TSV files.
+
+A record is a mapping of field names to values plus where it came from
+(``file:line``), so every error about its contents can name the record.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqlab.errors import DataError
+from seqlab.registry import closest
+
+FORMATS = ("jsonl", "csv", "tsv")
+_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
+             ".tsv": "tsv", ".tab": "tsv"}
+
+
+@dataclass
+class Record:
+    fields: dict[str, Any]
+    where: str  # "file:line"
+
+
+def record_format(path: Path, fmt: str = "auto") -> str:
+    """The format named, or the one the file's extension implies."""
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise DataError(f"unknown record format {fmt!r}; valid: auto, {', '.join(FORMATS)}")
+        return fmt
+    try:
+        return _SUFFIXES[path.suffix.lower()]
+    except KeyError:
+        raise DataError(f"cannot tell the format of {path} from its extension; name it with "
+                        f"data.format ({', '.join(FORMATS)}) or use one of "
+                        f"{', '.join(sorted(_SUFFIXES))}") from None
+
+
+def read_records(path: Path, fmt: str = "auto") -> list[Record]:
+    """Every record of one file.
+
+    Raises:
+        DataError: naming the file and line of a malformed record, or an empty file.
+    """
+    fmt = record_format(path, fmt)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+    records = _jsonl(path, text) if fmt == "jsonl" else _delimited(path, text, fmt)
+    if not records:
+        raise DataError(f"{path} holds no records")
+    return records
+
+
+def _jsonl(path: Path, text: str) -> list[Record]:
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: invalid JSON at column {e.colno}: {e.msg}") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{path}:{n}: each line must be a JSON object, got "
+                            f"{type(value).__name__}")
+        records.append(Record(value, f"{path}:{n}"))
+    return records
+
+
+def _delimited(path: Path, text: str, fmt: str) -> list[Record]:
+    reader = csv.reader(text.splitlines(), delimiter="\t" if fmt == "tsv" else ",")
+    try:
+        header = next(reader)
+    except StopIteration:
+        return []
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}:1: the header names a column twice ({', '.join(header)})")
+    records = []
+    for row in reader:
+        n = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{n}: {len(row)} columns, but the header has {len(header)} "
+                            f"({', '.join(header)})")
+        records.append(Record(dict(zip(header, row)), f"{path}:{n}"))
+    return records
+
+
+def field_of(record: Record, name: str, what: str) -> Any:
+    """``record.fields[name]``, or a DataError naming the fields that exist."""
+    try:
+        return record.fields[name]
+    except KeyError:
+        have = list(record.fields)
+        raise DataError(f"{record.where}: no {what} field {name!r}{closest(name, have)}; the "
+                        f"record has: {', '.join(map(str, have))}") from None

@@ -1,0 +1,82 @@
+"""PNG plots of a run: loss curves and confusion matrices.
+
+Figures are drawn on matplotlib's Agg canvas directly (``matplotlib.figure.Figure``),
+never through ``pyplot``, so plotting changes no process-wide state: the caller's
+backend, open figures and rc settings stay as they were. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from pathlib import Path
+
+from seqlab.io import atomic_write
+
+logger = logging.getLogger("seqlab")
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
+
+
+def plot_losses(records: list[dict], path: Path) -> None:
+    """Train and validation loss against step."""
+    fig = _figure(7, 4)
+    if fig is None:
+        logger.info("matplotlib is not installed; skipping %s", path)
+        return
+    ax = fig.add_subplot()
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r and math.isfinite(r["loss"])]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    if train:
+        ax.plot(*zip(*train), label="train loss", linewidth=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_confusion(matrix, names: list, path: Path, *, title: str = "confusion matrix") -> None:
+    """Rows: true class (a last row ``unseen`` when given C + 1 rows), columns: predicted;
+    each row normalised to sum 1, with the counts written in the cells when few."""
+    fig = _figure(1.2 + 0.45 * max(len(names), 4), 1.0 + 0.45 * max(len(names), 4))
+    if fig is None:
+        logger.info("matplotlib is not installed; skipping %s", path)
+        return
+    rows = [str(n) for n in names] + (["unseen"] if len(matrix) > len(names) else [])
+    counts = [[int(v) for v in row] for row in matrix]
+    share = [[v / max(sum(row), 1) for v in row] for row in counts]
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(names)), [str(n) for n in names], rotation=60, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if len(names) <= 20:
+        for i, row in enumerate(counts):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if share[i][j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,161 @@
+"""Metric accumulators: classification, tagging (with BIO spans), regression.
+
+Each adds one batch at a time and computes its metrics from counts, so evaluating a
+large set needs no list of predictions. Padding never counts; a label never seen in
+training (``IGNORE`` at a real position) counts as a miss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from seqlab.data.batch import IGNORE, Batch
+from seqlab.models.heads import LossSum
+from seqlab.tasks.base import Metric
+
+
+def f1_scores(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class F1 from a (C [+ 1 unseen row], C) confusion matrix (rows true, columns
+    predicted), and which classes take part in the macro average: those that occur as a
+    true or a predicted label (as scikit-learn's macro F1 over the labels present)."""
+    C = confusion.shape[1]
+    tp = confusion[:C].diagonal().double()
+    predicted = confusion.sum(0).double()
+    actual = confusion[:C].sum(1).double()
+    f1 = torch.where(predicted + actual > 0, 2 * tp / (predicted + actual).clamp(min=1), 0.0)
+    return f1, (predicted + actual) > 0
+
+
+def _add(confusion: torch.Tensor, targets: torch.Tensor, predicted: torch.Tensor) -> None:
+    """Count (true, predicted) pairs; IGNORE targets go to the last (unseen) row."""
+    C = confusion.shape[1]
+    rows = torch.where(targets == IGNORE, C, targets)
+    confusion += torch.bincount(rows * C + predicted, minlength=(C + 1) * C).view(C + 1, C)
+
+
+class ClassificationMetric(Metric):
+    """``accuracy``, ``macro_f1`` and, when there are any, ``unseen`` (examples whose
+    class training never saw; each counts as a miss). ``confusion`` keeps the matrix of
+    the last evaluation for plots: (C + 1, C), the last row being the unseen examples."""
+
+    def __init__(self, names: list):
+        self.names = names
+        self.confusion = torch.zeros(len(names) + 1, len(names), dtype=torch.long)
+
+    def update(self, result: LossSum, batch: Batch) -> None:
+        predicted = result.outputs.argmax(-1).cpu()
+        _add(self.confusion, batch.targets.cpu(), predicted)
+
+    def compute(self) -> dict[str, float]:
+        n = int(self.confusion.sum())
+        correct = int(self.confusion[:-1].diagonal().sum())
+        f1, present = f1_scores(self.confusion)
+        out = {"accuracy": correct / max(n, 1),
+               "macro_f1": float(f1[present].mean()) if bool(present.any()) else 0.0}
+        unseen = int(self.confusion[-1].sum())
+        if unseen:
+            out["unseen"] = float(unseen)
+        return out
+
+
+def bio_spans(tags: list[str]) -> set[tuple[str, int, int]]:
+    """Labelled spans ``(type, start, end)`` of a BIO tag sequence, as conlleval reads
+    them: ``B-X`` opens a span of X, ``I-X`` continues a span of X and opens one when the
+    previous tag was not of X, anything else (``O``, an unknown tag) closes it."""
+    spans, kind, start = set(), None, 0
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, name = tag.partition("-")
+        continues = prefix == "I" and name == kind
+        if kind is not None and not continues:
+            spans.add((kind, start, i))
+            kind = None
+        if prefix == "B" or (prefix == "I" and not continues):
+            kind, start = name, i
+    return spans
+
+
+def is_bio(names: list) -> bool:
+    """Whether tag names follow BIO: ``O``, ``B-X`` or ``I-X``, with at least one ``B-``."""
+    names = [str(n) for n in names]
+    return any(n.startswith("B-") for n in names) and all(
+        n == "O" or n.startswith(("B-", "I-")) for n in names)
+
+
+class TaggingMetric(Metric):
+    """Per-position ``accuracy``, ``macro_f1`` and ``f1/<tag>`` over real positions, and
+    for BIO tags segment-level ``span_precision``, ``span_recall``, ``span_f1``."""
+
+    def __init__(self, names: list, *, spans: bool):
+        self.names = names
+        self.confusion = torch.zeros(len(names) + 1, len(names), dtype=torch.long)
+        self.spans = spans
+        self.gold = self.found = self.correct = 0
+
+    def update(self, result: LossSum, batch: Batch) -> None:
+        predicted = result.outputs.argmax(-1).cpu()  # (B, T)
+        targets = batch.targets.cpu()
+        real = (torch.ones_like(targets, dtype=torch.bool) if batch.padding_mask is None
+                else batch.padding_mask.cpu())
+        _add(self.confusion, targets[real], predicted[real])
+        if self.spans:
+            names = [str(n) for n in self.names]
+            for t_row, p_row, r_row in zip(targets, predicted, real):
+                n = int(r_row.sum())
+                gold = bio_spans([names[t] if t != IGNORE else "O" for t in t_row[:n].tolist()])
+                found = bio_spans([names[p] for p in p_row[:n].tolist()])
+                self.gold += len(gold)
+                self.found += len(found)
+                self.correct += len(gold & found)
+
+    def compute(self) -> dict[str, float]:
+        n = int(self.confusion.sum())
+        f1, present = f1_scores(self.confusion)
+        out = {"accuracy": int(self.confusion[:-1].diagonal().sum()) / max(n, 1),
+               "macro_f1": float(f1[present].mean()) if bool(present.any()) else 0.0}
+        if self.spans:
+            p = self.correct / self.found if self.found else 0.0
+            r = self.correct / self.gold if self.gold else 0.0
+            out.update(span_precision=p, span_recall=r,
+                       span_f1=2 * p * r / (p + r) if p + r else 0.0)
+        unseen = int(self.confusion[-1].sum())
+        if unseen:
+            out["unseen"] = float(unseen)
+        out.update({f"f1/{name}": float(v) for name, v in zip(self.names, f1)})
+        return out
+
+
+class RegressionMetric(Metric):
+    """``mae``, ``rmse`` and ``r2`` (coefficient of determination: 1 - SSE / SST, mean over
+    targets), in the targets' own units; per target too when there are several."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        K = len(names)
+        self.n = 0
+        self.abs = torch.zeros(K, dtype=torch.float64)
+        self.sq = torch.zeros(K, dtype=torch.float64)
+        self.sum_y = torch.zeros(K, dtype=torch.float64)
+        self.sum_y2 = torch.zeros(K, dtype=torch.float64)
+
+    def update(self, result: LossSum, batch: Batch) -> None:
+        y = batch.targets.cpu().double()
+        error = result.outputs.cpu().double() - y
+        self.n += y.shape[0]
+        self.abs += error.abs().sum(0)
+        self.sq += error.square().sum(0)
+        self.sum_y += y.sum(0)
+        self.sum_y2 += y.square().sum(0)
+
+    def compute(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        mae, mse = self.abs / n, self.sq / n
+        sst = self.sum_y2 - self.sum_y.square() / n
+        r2 = torch.where(sst > 0, 1 - self.sq / sst.clamp(min=1e-300), torch.zeros_like(sst))
+        out = {"mae": float(mae.mean()), "rmse": float(mse.mean().sqrt()), "r2": float(r2.mean())}
+        if len(self.names) > 1:
+            for i, name in enumerate(self.names):
+                out.update({f"mae/{name}": float(mae[i]), f"rmse/{name}": math.sqrt(float(mse[i])),
+                            f"r2/{name}": float(r2[i])})
+        return out

@@ -1,0 +1,73 @@
+"""Pipelines: a trained run ready to use (what ``seqlab.load`` returns).
+
+Every pipeline has ``.model``, ``.config``, ``.tokenizer`` (token inputs), ``.labels``
+(labelled objectives) and ``.evaluate(data=None)``; objectives add what they do:
+``.generate`` (causal LM), ``.fill_mask`` (masked LM), ``.predict`` (classify, tag,
+regress).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from seqlab.errors import ConfigError
+
+
+class Pipeline:
+    """The common part: a model in eval mode with its objective's data handling."""
+
+    def __init__(self, objective, model, run_dir: Path | None = None):
+        self.objective = objective
+        self.model = model.eval()
+        self.run_dir = run_dir
+
+    @property
+    def config(self):
+        return self.objective.config
+
+    @property
+    def tokenizer(self):
+        return self.objective.tokenizer
+
+    @property
+    def labels(self):
+        return self.objective.source.labels
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _resize(self, *, batch_size: int | None = None, max_batches: int | None = None) -> None:
+        source = self.objective.source
+        changes = {k: v for k, v in (("batch_size", batch_size), ("eval_batches", max_batches))
+                   if v is not None}
+        if changes:
+            source.ctx = dataclasses.replace(source.ctx, **changes)
+
+    def evaluate(self, data=None, *, max_batches: int | None = None,
+                 batch_size: int | None = None) -> dict[str, float]:
+        """The objective's metrics on ``data`` (a file, folder, glob or list of them, read
+        like the training data), or on the run's own validation split."""
+        self._resize(batch_size=batch_size, max_batches=max_batches)
+        source = self.objective.source
+        if data is None:
+            if getattr(self.config.data, "path", None) is None:
+                raise ConfigError("this run has no data.path; pass data to evaluate on")
+            source.load(self.tokenizer, source.fitted())
+            batches = source.eval_sets()["val"]
+        else:
+            batches = source.read(data)
+        return self.objective.evaluate_batches(self.model, batches(), name="eval")
+
+    def predict(self, *args, **kwargs):
+        raise ConfigError(f"a {self.config.task!r} run has no prediction; predict works on "
+                          "classify, tag and regress runs"
+                          + {"causal_lm": " (use generate)",
+                             "masked_lm": " (use fill_mask)"}.get(self.config.task, ""))
+
+    def predict_file(self, data, out) -> int:
+        """Predictions for every example in ``data`` written to ``out`` (CSV or JSONL)."""
+        return self.predict(data, out)

@@ -1,0 +1,147 @@
+"""Trainer hooks: how fine-tuning, regularisers and extra evaluations plug into training
+without the Trainer knowing about any of them.
+
+A hook may act once the model is built (``setup``: load weights, freeze parameters),
+add a term to every step's loss (``loss_term``: a penalty toward reference weights), and
+add named evaluators (``evaluators``: each logged under its own name). The Trainer builds
+the hooks a config asks for (``init``, ``train.freeze``) and takes any others a Python
+caller passes (``Trainer(config, run_dir, hooks=[...])``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.errors import CheckpointError
+from seqlab.models.weights import model_tensors
+from seqlab.rundir import INIT_REPORT_FILE, WEIGHTS_FILE, check_run_dir, read_weights, write_json
+from seqlab.train.optim import check_patterns, matches
+
+logger = logging.getLogger("seqlab")
+
+
+class TrainerHook:
+    """Base class: override what the hook needs; every method is optional."""
+
+    def setup(self, trainer, *, resume: bool) -> None:
+        """Called once the model is built, before the optimizer is (and, on resume,
+        before the checkpoint is loaded into the model)."""
+
+    def loss_term(self, trainer) -> Tensor | None:
+        """A term added to the step's loss (after the data loss is averaged), or None."""
+        return None
+
+    def evaluators(self, trainer) -> dict[str, Callable[[nn.Module], dict[str, float]]]:
+        """Extra named evaluators; their metrics are logged as ``name/metric``."""
+        return {}
+
+
+class InitFromRun(TrainerHook):
+    """Initialise from another run's weights: take every tensor whose name matches
+    ``include`` (default: all), not ``exclude``, and whose shape fits; report what was
+    loaded, what stays newly initialised and what was dropped (and why) in the log and in
+    ``init.json``. With ``penalty`` > 0 it adds ``penalty * sum ||w - w_loaded||^2`` over
+    the loaded parameters to the loss (L2-SP, Li et al. 2018), keeping fine-tuning close
+    to what was learned before."""
+
+    def __init__(self, run: str, *, include: list[str] | None = None,
+                 exclude: list[str] | None = None, penalty: float = 0.0):
+        self.run, self.include, self.exclude = run, include, list(exclude or [])
+        self.penalty = penalty
+        self.reference: dict[str, Tensor] = {}
+        self.report: dict = {}
+
+    def _selected(self, name: str) -> bool:
+        return (self.include is None or matches(name, self.include)) and not matches(name, self.exclude)
+
+    def setup(self, trainer, *, resume: bool) -> None:
+        try:
+            run_dir = check_run_dir(self.run)
+        except CheckpointError as e:
+            raise CheckpointError(f"init.run: {e}") from None
+        if not (run_dir / WEIGHTS_FILE).exists():
+            raise CheckpointError(f"init.run: {run_dir} has no {WEIGHTS_FILE} to initialise from")
+        tensors, source = read_weights(run_dir)
+        model = trainer.model
+        own = model_tensors(model)
+        names = list(own)
+        for key, patterns in (("init.include", self.include or []), ("init.exclude", self.exclude)):
+            check_patterns(patterns, names + list(tensors), key)
+        loaded, dropped = [], {}
+        for name, t in tensors.items():
+            if not self._selected(name):
+                dropped[name] = "excluded"
+            elif name not in own:
+                dropped[name] = "not in this model"
+            elif tuple(t.shape) != tuple(own[name].shape):
+                dropped[name] = f"shape {tuple(t.shape)}, this model has {tuple(own[name].shape)}"
+            else:
+                loaded.append(name)
+        new = [n for n in names if n not in loaded]
+        if not resume:
+            with torch.no_grad():
+                for name in loaded:
+                    own[name].copy_(tensors[name].to(own[name].dtype))
+        params = dict(model.named_parameters())
+        self.reference = {n: tensors[n].to(params[n].device, params[n].dtype)
+                          for n in loaded if n in params and params[n].requires_grad}
+        self.report = {"run": str(run_dir), "loaded": loaded, "new": new, "dropped": dropped}
+        if not resume:
+            write_json(trainer.run_dir / INIT_REPORT_FILE, self.report)
+            logger.info("initialised from %s: %d tensors loaded, %d new (%s), %d dropped%s",
+                        source, len(loaded), len(new), ", ".join(new[:6]) + (" ..." if len(new) > 6 else ""),
+                        len(dropped), "".join(f"; {n}: {why}" for n, why in list(dropped.items())[:6]))
+
+    def loss_term(self, trainer) -> Tensor | None:
+        if not self.penalty or not self.reference:
+            return None
+        params = dict(trainer.model.named_parameters())
+        total = sum((params[n] - ref).float().square().sum() for n, ref in self.reference.items()
+                    if params[n].requires_grad)
+        return self.penalty * total
+
+
+class Freeze(TrainerHook):
+    """Keep the parameters whose names match any of ``patterns`` fixed (no gradient, not
+    in the optimizer)."""
+
+    def __init__(self, patterns: list[str]):
+        self.patterns = list(patterns)
+
+    def setup(self, trainer, *, resume: bool) -> None:
+        named = list(trainer.model.named_parameters())
+        check_patterns(self.patterns, [n for n, _ in named], "train.freeze")
+        frozen = 0
+        for name, param in named:
+            if matches(name, self.patterns):
+                param.requires_grad_(False)
+                frozen += param.numel()
+        total = sum(p.numel() for _, p in named)
+        logger.info("froze %s of %s parameters (%s)", f"{frozen:,}", f"{total:,}",
+                    ", ".join(self.patterns))
+
+
+class ExtraEvaluators(TrainerHook):
+    """Named evaluators given in Python (``name -> fn(model) -> metrics``)."""
+
+    def __init__(self, evaluators: dict[str, Callable[[nn.Module], dict[str, float]]]):
+        self._evaluators = dict(evaluators)
+
+    def evaluators(self, trainer):
+        return dict(self._evaluators)
+
+
+def config_hooks(config) -> list[TrainerHook]:
+    """The hooks a run config asks for: ``init`` and ``train.freeze``, in that order (so
+    loaded weights can then be frozen)."""
+    hooks: list[TrainerHook] = []
+    if config.init.run is not None:
+        hooks.append(InitFromRun(config.init.run, include=config.init.include,
+                                 exclude=config.init.exclude, penalty=config.init.penalty))
+    if config.train.freeze:
+        hooks.append(Freeze(config.train.freeze))
+    return hooks
