@@ -19,7 +19,7 @@ from torch import nn
 
 from seqlab.config import RunConfig
 from seqlab.tasks.causal_lm import build_language_model
-from seqlab.train.trainer import build_optimizer
+from seqlab.train.optim import build_optimizer
 
 VOCAB, D, BATCH = 259, 512, 32
 

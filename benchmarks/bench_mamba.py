@@ -29,7 +29,7 @@ from bench_train import count, make_step
 from seqlab.config import RunConfig
 from seqlab.nn.scan import auto_chunk_size, lane_count, selective_scan
 from seqlab.tasks.causal_lm import build_language_model
-from seqlab.train.trainer import build_optimizer
+from seqlab.train.optim import build_optimizer
 
 VOCAB, D_MODEL, N_LAYERS, D_STATE, D_CONV, EXPAND = 259, 128, 2, 16, 4, 2
 CONTEXT, BATCH = 256, 4

@@ -19,7 +19,7 @@ from _common import interleaved, markdown_table, median, parse_args, report, spe
 
 from seqlab.config import RunConfig
 from seqlab.tasks.causal_lm import build_language_model
-from seqlab.train.trainer import build_optimizer
+from seqlab.train.optim import build_optimizer
 
 VOCAB, BATCH = 259, 16
 MM = 2048

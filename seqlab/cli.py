@@ -43,10 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_common(p)
 
-    p = sub.add_parser("eval", help="validation loss, perplexity and bits per byte of a run")
+    p = sub.add_parser("eval", help="the objective's metrics of a run (loss, accuracy, ...)")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="text file, folder or glob (default: the run's validation split)")
+    p.add_argument("--data", help="file, folder or glob read like the training data "
+                                  "(default: the run's validation split)")
     p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    _add_common(p)
+
+    p = sub.add_parser("predict", help="predictions of a classify, tag or regress run for a data file")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="file, folder or glob read like the training data "
+                                                 "(labels are not needed)")
+    p.add_argument("--out", required=True, help="where to write the predictions: .csv, .tsv or .jsonl")
+    p.add_argument("--device", default="cpu")
+    _add_common(p)
+
+    p = sub.add_parser("fill-mask", help="the likeliest tokens for each <mask> (masked_lm runs)")
+    p.add_argument("run_dir")
+    p.add_argument("--text", required=True, help="text with one or more <mask>")
+    p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", default="cpu")
     _add_common(p)
 
@@ -110,15 +126,15 @@ def cmd_quickstart(args) -> int:
     return code
 
 
-def _load_text_run(run_dir: str, device: str, command: str):
-    """Load a run for a command that works on text (causal_lm) runs only."""
+def _load_run(run_dir: str, device: str, command: str, task: str):
+    """Load a run for a command that works on one objective's runs only."""
     import seqlab
     from seqlab.errors import ConfigError
 
     run = seqlab.load(run_dir, device=device)
-    if run.config.task != "causal_lm":
-        raise ConfigError(f"seqlab {command} works on causal_lm runs; {run_dir} is a "
-                          f"{run.config.task!r} run (use its Python pipeline from seqlab.load)")
+    if run.config.task != task:
+        raise ConfigError(f"seqlab {command} works on {task} runs; {run_dir} is a "
+                          f"{run.config.task!r} run (seqlab eval works on every run)")
     return run
 
 
@@ -132,7 +148,7 @@ def _free_dir(base: Path) -> str:
 
 
 def cmd_generate(args) -> int:
-    run = _load_text_run(args.run_dir, args.device, "generate")
+    run = _load_run(args.run_dir, args.device, "generate", "causal_lm")
     text = run.generate(args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                         seed=args.seed)
@@ -141,10 +157,28 @@ def cmd_generate(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    run = _load_text_run(args.run_dir, args.device, "eval")
-    metrics = run.evaluate(args.data, max_batches=args.max_batches)
+    import seqlab
+
+    metrics = seqlab.load(args.run_dir, device=args.device).evaluate(
+        args.data, max_batches=args.max_batches)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import seqlab
+
+    n = seqlab.load(args.run_dir, device=args.device).predict_file(args.data, args.out)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def cmd_fill_mask(args) -> int:
+    run = _load_run(args.run_dir, args.device, "fill-mask", "masked_lm")
+    for i, options in enumerate(run.fill_mask(args.text, top_k=args.top_k), 1):
+        shown = "  ".join(f"{o['token']!r} {o['probability']:.3f}" for o in options)
+        print(f"mask {i}: {shown}")
     return 0
 
 
@@ -168,7 +202,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
-            "quickstart": cmd_quickstart, "presets": cmd_presets, "bench": cmd_bench}
+            "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
+            "presets": cmd_presets, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from seqlab.io import atomic_write
 logger = logging.getLogger("seqlab")
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -28,7 +28,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write(path, buf.getvalue())
@@ -36,7 +36,7 @@ def _save(fig, path: Path) -> None:
 
 def plot_losses(records: list[dict], path: Path) -> None:
     """Train and validation loss against step."""
-    fig = _figure(7, 4)
+    fig = new_figure(7, 4)
     if fig is None:
         logger.info("matplotlib is not installed; skipping %s", path)
         return
@@ -52,13 +52,13 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_confusion(matrix, names: list, path: Path, *, title: str = "confusion matrix") -> None:
     """Rows: true class (a last row ``unseen`` when given C + 1 rows), columns: predicted;
     each row normalised to sum 1, with the counts written in the cells when few."""
-    fig = _figure(1.2 + 0.45 * max(len(names), 4), 1.0 + 0.45 * max(len(names), 4))
+    fig = new_figure(1.2 + 0.45 * max(len(names), 4), 1.0 + 0.45 * max(len(names), 4))
     if fig is None:
         logger.info("matplotlib is not installed; skipping %s", path)
         return
@@ -79,4 +79,4 @@ def plot_confusion(matrix, names: list, path: Path, *, title: str = "confusion m
                         color="white" if share[i][j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)

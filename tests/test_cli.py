@@ -164,17 +164,23 @@ def test_resume_with_no_checkpoint_via_cli(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_text_commands_refuse_other_tasks_with_one_line(tmp_path, capsys):
+def test_objective_commands_refuse_other_objectives_and_eval_takes_every_run(tmp_path, capsys):
     config = seqlab.RunConfig.from_dict({
         "task": "synthetic", "task_options": {"name": "copy", "length": 32},
         "model": {"mixer": "gru", "position": "none", "d_model": 16, "n_layers": 1},
         "train": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1,
                   "progress": False}})
     seqlab.fit(config, tmp_path / "run")
-    for command in (["generate", str(tmp_path / "run"), "--prompt", "x"],
-                    ["eval", str(tmp_path / "run")]):
+    run = str(tmp_path / "run")
+    for command, wanted in ((["generate", run, "--prompt", "x"], "works on causal_lm runs"),
+                            (["fill-mask", run, "--text", "a<mask>"], "works on masked_lm runs"),
+                            (["predict", run, "--data", run, "--out", str(tmp_path / "p.csv")],
+                             "has no prediction")):
         assert main(command + ["-q"]) == 2
-        assert "works on causal_lm runs" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert wanted in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", run, "-q"]) == 0
+    assert "accuracy:" in capsys.readouterr().out
 
 
 def test_default_quickstart_directory_never_hits_an_old_run(tmp_path):

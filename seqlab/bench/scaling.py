@@ -32,7 +32,8 @@ from seqlab.config import RunConfig
 from seqlab.infer.generate import SamplingConfig, next_token
 from seqlab.nn import MIXERS
 from seqlab.tasks.causal_lm import build_language_model
-from seqlab.train.trainer import build_optimizer, resolve_device
+from seqlab.train.optim import build_optimizer
+from seqlab.train.runtime import resolve_device
 
 DEFAULT_LENGTHS = [256 * 2 ** i for i in range(8)]  # 256 .. 32768
 COLUMNS = ["mixer", "length", "params", "step_seconds", "token_seconds", "peak_mb", "status",

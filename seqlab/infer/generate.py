@@ -8,6 +8,7 @@ and ``max_positions`` (None when unbounded).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +57,8 @@ def next_token(logits: Tensor, sampling: SamplingConfig, generator: torch.Genera
 @torch.no_grad()
 def generate(model, prompt: Tensor, *, max_new_tokens: int, sampling: SamplingConfig | None = None,
              seed: int | None = None, eos_id: int | None = None, pad_id: int = 0,
-             padding_mask: Tensor | None = None) -> Tensor:
+             padding_mask: Tensor | None = None,
+             on_step: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -65,6 +67,13 @@ def generate(model, prompt: Tensor, *, max_new_tokens: int, sampling: SamplingCo
         sampling: how to choose tokens (default: temperature 1 sampling).
         seed: seeds a private generator, so results repeat without touching global RNG.
         eos_id: rows stop at this token; later slots of a stopped row hold ``pad_id``.
+        padding_mask: (B, T) bool, True for real prompt tokens (False for left padding).
+        on_step: called as ``on_step(step, logits, token)`` once per new token, with
+            ``step`` counting from 0, ``logits`` (B, V) the model's raw next-token logits
+            (before temperature, top-k and top-p) from which ``token`` (B,) was drawn
+            (``pad_id`` in rows already stopped at ``eos_id``). It serves streaming the
+            tokens out as they come and checking that decoding through the state gives
+            the logits a full forward over the prefix gives. Do not modify ``logits``.
 
     Returns:
         (B, T' + n) ids: the (possibly cropped) prompt followed by the new tokens.
@@ -105,6 +114,8 @@ def generate(model, prompt: Tensor, *, max_new_tokens: int, sampling: SamplingCo
             if eos_id is not None:
                 token = torch.where(finished, torch.full_like(token, pad_id), token)
                 finished |= token == eos_id
+            if on_step is not None:
+                on_step(i, logits, token)
             tokens = torch.cat([tokens, token[:, None]], dim=1)
             if mask is not None:
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

@@ -159,9 +159,8 @@ class Objective:
         cfg = self.config.tokenizer
         if run_dir is not None and (run_dir / TOKENIZER_FILE).exists():
             tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
-            if cfg.path is None and tokenizer.kind != cfg.kind:
-                raise ConfigError(f"{run_dir / TOKENIZER_FILE} is a {tokenizer.kind} tokenizer but "
-                                  f"the run was configured with tokenizer.kind {cfg.kind!r}")
+            if cfg.path is None:
+                self._expected_kind = (cfg.kind, run_dir / TOKENIZER_FILE)
             return tokenizer
         init = self.config.init.run
         if cfg.path is None and init is not None and (Path(init) / TOKENIZER_FILE).exists():
@@ -191,6 +190,10 @@ class Objective:
             size = self.tokenizer.vocab_size if self.tokenizer is not None else None
             _fill(cfg, "vocab_size", size, f"the {getattr(self.tokenizer, 'kind', '')} tokenizer "
                                            f"has {size} tokens")
+            expected = getattr(self, "_expected_kind", None)
+            if expected is not None and self.tokenizer.kind != expected[0]:
+                raise ConfigError(f"{expected[1]} is a {self.tokenizer.kind} tokenizer, but the run "
+                                  f"was trained with tokenizer.kind {expected[0]!r}")
         else:
             _fill(cfg, "input_dim", self.source.input_dim,
                   f"the data has {self.source.input_dim} features")

@@ -6,7 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from seqlab.data.batch import Batch
 from seqlab.data.tokenizer_base import Tokenizer
@@ -35,7 +35,7 @@ class LanguageModel(SequenceModel):
 
 
 def lm_head(cfg, backbone) -> LMHead:
-    tie = backbone.embed if cfg.tie_embeddings and cfg.input == "tokens" else None
+    tie = backbone.embed if cfg.tie_embeddings and isinstance(backbone.embed, nn.Embedding) else None
     return LMHead(cfg.d_model, cfg.vocab_size, tie_to=tie)
 
 

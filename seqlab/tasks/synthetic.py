@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from seqlab.data.batch import Batch
 from seqlab.data.synthetic import SYNTHETIC, SyntheticGenerator
 from seqlab.data.synthetic_source import SyntheticSource
@@ -170,7 +172,7 @@ class Synthetic(Objective):
 
     def build_head(self, backbone) -> ScoredHead:
         cfg, g = self.config.model, self.generator
-        tie = (backbone.embed if cfg.tie_embeddings and cfg.input == "tokens"
+        tie = (backbone.embed if cfg.tie_embeddings and isinstance(backbone.embed, nn.Embedding)
                and g.n_classes == cfg.vocab_size else None)
         return ScoredHead(cfg.d_model, g.n_classes, regression=g.regression, tie_to=tie)
 

@@ -102,7 +102,10 @@ def test_learned_positions_are_per_sequence_with_left_padding():
     ({"mixer": "lstm", "position": "rope"}, "acts inside attention"),
     ({"position": "ropee"}, "did you mean 'rope'"),
     ({"norm": "batchnorm"}, "model.norm"),
-    ({"mixer_options": {"lstm": {"num_layer": 2}}}, "did you mean 'model.mixer_options.lstm.num_layers'"),
+    ({"mixer": "lstm", "position": "none", "mixer_options": {"lstm": {"num_layer": 2}}},
+     "did you mean 'model.mixer_options.lstm.num_layers'"),
+    ({"mixer_options": {"lstm": {"num_layers": 2}}},
+     "mixer_options.lstm is unused: the model's mixers are attention; valid keys: attention"),
     ({"mixer_options": {"lstn": {}}}, "did you mean 'lstm'"),
     ({"dropout": 1.5}, "dropout"),
 ])

@@ -31,9 +31,11 @@ def synthetic_config(steps=4, mixer="lstm", causal=True, **task):
 
 def test_train_batches_are_a_pure_function_of_the_step():
     a, b = SyntheticTask(synthetic_config()), SyntheticTask(synthetic_config())
-    assert all(torch.equal(x, y) for x, y in zip(a.train_batch(5, 0), b.train_batch(5, 0)))
-    assert not torch.equal(a.train_batch(5, 0)[0], a.train_batch(5, 1)[0])
-    assert not torch.equal(a.train_batch(5, 0)[0], a.train_batch(6, 0)[0])
+    x, y = a.train_batch(5, 0), b.train_batch(5, 0)
+    assert torch.equal(x.inputs, y.inputs) and torch.equal(x.targets, y.targets)
+    assert torch.equal(x.extras["scored"], y.extras["scored"])
+    assert not torch.equal(a.train_batch(5, 0).inputs, a.train_batch(5, 1).inputs)
+    assert not torch.equal(a.train_batch(5, 0).inputs, a.train_batch(6, 0).inputs)
 
 
 def test_metrics_at_every_eval_length_and_load(tmp_path):

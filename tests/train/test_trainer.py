@@ -215,7 +215,7 @@ def test_disk_full_while_saving_keeps_the_old_checkpoint(corpus, tmp_path, monke
 
 def test_ssm_parameters_listed_by_modules_get_no_weight_decay():
     from seqlab.tasks.causal_lm import build_language_model
-    from seqlab.train.trainer import build_optimizer
+    from seqlab.train.optim import build_optimizer
 
     cfg = RunConfig.from_dict({"model": {"mixer": ["mamba", "s4d"], "position": "none",
                                          "d_model": 32, "n_layers": 2, "vocab_size": 11}})
