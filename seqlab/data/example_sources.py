@@ -20,7 +20,7 @@ from typing import Union
 import numpy as np
 
 from seqlab.data.examples import ExampleSet, build_examples, raw_label, record_texts, record_tokens
-from seqlab.data.features import SUFFIXES, _as_sequence, labels_from_file, read_sequences
+from seqlab.data.features import SUFFIXES, as_sequence, labels_from_file, read_sequences
 from seqlab.data.labels import LabelSpace, parse_number, split_tags
 from seqlab.data.records import FORMATS, Record, read_records
 from seqlab.data.sampling import ExampleSampler, eval_plan, seeded_rng
@@ -276,13 +276,11 @@ class FeaturesSource(ExampleSource):
         o = self.options
         files = resolve_paths(spec, extensions=list(SUFFIXES))
         keys = (o.features_key, o.lengths_key, o.labels_key)
-        rows, names, stored = read_sequences(files, keys)
+        rows, names, wheres, stored = read_sequences(files, keys)
         if self.width is not None and rows[0].shape[1] != self.width:
             raise DataError(f"{spec}: sequences have {rows[0].shape[1]} features, but the "
                             f"training data has {self.width}")
         self.width = rows[0].shape[1]
-        where = str(files[0]) if len(files) == 1 else str(spec)
-        wheres = [f"{where}[{n}]" for n in names]
         kind = self.ctx.label_kind
         if not labelled or kind is None:
             return rows, None, wheres
@@ -301,7 +299,7 @@ class FeaturesSource(ExampleSource):
         return rows, raw, wheres
 
     def _input_row(self, item) -> np.ndarray:
-        row = _as_sequence(np.asarray(item), "input")
+        row = as_sequence(np.asarray(item), "input")
         if self.width is not None and row.shape[1] != self.width:
             raise DataError(f"an input has {row.shape[1]} features; the model reads {self.width}")
         return row

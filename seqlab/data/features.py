@@ -36,7 +36,7 @@ def _load(path: Path):
         raise DataError(f"{path}: not a readable NumPy file ({e})") from None
 
 
-def _as_sequence(array: np.ndarray, where: str) -> np.ndarray:
+def as_sequence(array: np.ndarray, where: str) -> np.ndarray:
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
@@ -58,9 +58,9 @@ def _split(features: np.ndarray, lengths: np.ndarray | None, where: str) -> list
                 raise DataError(f"{where}: 'lengths' does not fit 'features' of shape "
                                 f"{tuple(features.shape)}")
             rows = [r[:n] for r, n in zip(rows, lengths)]
-        return [_as_sequence(r, f"{where}[{i}]") for i, r in enumerate(rows)]
+        return [as_sequence(r, f"{where}[{i}]") for i, r in enumerate(rows)]
     if lengths is None:
-        return [_as_sequence(features, where)]
+        return [as_sequence(features, where)]
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
         raise DataError(f"{where}: 'lengths' must be a 1-D array of counts")
@@ -68,7 +68,7 @@ def _split(features: np.ndarray, lengths: np.ndarray | None, where: str) -> list
         raise DataError(f"{where}: 'lengths' sums to {int(lengths.sum())} but 'features' has "
                         f"{len(features)} rows")
     ends = np.cumsum(lengths)
-    return [_as_sequence(features[e - n:e], f"{where}[{i}]")
+    return [as_sequence(features[e - n:e], f"{where}[{i}]")
             for i, (e, n) in enumerate(zip(ends, lengths))]
 
 
@@ -100,27 +100,30 @@ def read_file(path: Path, keys: tuple[str, str, str]) -> tuple[list[np.ndarray],
 
 
 def read_sequences(paths: list[Path], keys: tuple[str, str, str]
-                   ) -> tuple[list[np.ndarray], list[str], list | None]:
+                   ) -> tuple[list[np.ndarray], list[str], list[str], list | None]:
     """All sequences of the given files, checked to share one feature width.
 
     Returns:
-        Sequences (T, F) float32, their names (``stem`` for one-sequence files,
-        ``index`` for a single array file, ``stem:index`` otherwise), and labels stored
-        in the files (None unless every file has them).
+        Sequences (T, F) float32; their ids, which a labels file names (``stem`` for
+        one-sequence files, ``index`` for a single array file, ``stem:index`` otherwise);
+        where each came from (``file`` or ``file[index]``); and the labels stored in the
+        files (None unless every file has them).
 
     Raises:
         DataError: a file whose feature width differs from the first file's (naming both).
     """
-    rows, names, labels, width, first = [], [], [], None, None
+    rows, names, wheres, labels, width, first = [], [], [], [], None, None
     for path in paths:
         seqs, ids, stored = read_file(path, keys)
+        single = path.suffix == ".npy" and len(seqs) == 1
+        wheres += [str(path)] if single else [f"{path}[{i}]" for i in ids]
         for s in seqs:
             if width is None:
                 width, first = s.shape[1], path
             elif s.shape[1] != width:
                 raise DataError(f"{path}: sequences have {s.shape[1]} features, but {first} has "
                                 f"{width}; every sequence needs the same width")
-        if path.suffix == ".npy" and len(seqs) == 1 and len(paths) > 1:
+        if single and len(paths) > 1:
             ids = [path.stem]
         elif len(paths) > 1:
             ids = [f"{path.stem}:{i}" for i in ids]
@@ -129,7 +132,7 @@ def read_sequences(paths: list[Path], keys: tuple[str, str, str]
         labels = None if labels is None or stored is None else labels + stored
     if not rows:
         raise DataError("no feature sequences found")
-    return rows, names, labels
+    return rows, names, wheres, labels
 
 
 def labels_from_file(path: Path, names: list[str], *, id_field: str, label_field: str | list[str],

@@ -1,10 +1,13 @@
 """The long-range task suite (``seqlab bench tasks``)."""
 
 import csv
+import dataclasses
+import sys
 
 import pytest
 import torch
 
+from seqlab.bench import task_results
 from seqlab.bench import tasks as bench
 from seqlab.errors import ConfigError
 
@@ -102,6 +105,27 @@ def test_bad_learning_rate_sweeps_are_config_errors(tmp_path, lrs, overrides, ma
 def test_bad_budget_overrides_are_config_errors(overrides, match):
     with pytest.raises(ConfigError, match=match):
         bench.resolve_budget("tiny", overrides)
+
+
+def test_counting_parameters_leaves_the_config_alone():
+    config = bench.run_config("lstm", "copy", 64, 32, bench.BUDGETS["tiny"])
+    before = dataclasses.asdict(config.model)
+    assert bench.count_params(config) > 0
+    assert dataclasses.asdict(config.model) == before and config.model.vocab_size is None
+
+
+def test_plot_draws_without_pyplot_or_a_backend_switch(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # importing pyplot fails
+
+    def no_switch(*args, **kwargs):
+        raise AssertionError("library code switched the matplotlib backend")
+
+    monkeypatch.setattr(matplotlib, "use", no_switch)
+    row = {c: "" for c in bench.COLUMNS}
+    row.update(task="copy", mixer="lstm", length=64, status="ok", accuracy=0.5, chance=0.1)
+    task_results.plot_results([row], tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_parameter_budgets_match():
