@@ -190,34 +190,29 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def _check_mode(task: str, entry, model: Any, source: str) -> None:
     """Refuse, before the model config is built, an objective whose mode the model or
-    its mixers cannot run (naming the mixers that can)."""
+    its mixers cannot run, naming the mixers that can."""
     if not isinstance(model, dict):
         return
     causal = model.get("causal", ModelConfig.causal)
-    mode = "causal" if causal is True else "bidirectional" if causal is False else None
-    if mode is None or mode in entry.modes:
-        mixer = model.get("mixer", ModelConfig.mixer)
-        for name in mixer if isinstance(mixer, list) else [mixer]:
-            if name in MIXERS and mode is not None and not MIXERS.get(name).supports(causal):
-                return  # ModelConfig names the mixer and the modes it supports
-        return
-    wanted = entry.modes[0]
-    able = [n for n in MIXERS if wanted in MIXERS.get(n).modes]
-    raise ConfigError(f"{source}: task {task!r} needs a {wanted} model "
-                      f"(model.causal: {wanted == 'causal'}); mixers that can run {wanted}: "
-                      f"{', '.join(able)}")
+    if not isinstance(causal, bool):
+        return  # ModelConfig names the wrong type
+    mode = "causal" if causal else "bidirectional"
+    able = ", ".join(n for n in MIXERS if mode in MIXERS.get(n).modes)
+    if mode not in entry.modes:
+        wanted = entry.modes[0]
+        able = ", ".join(n for n in MIXERS if wanted in MIXERS.get(n).modes)
+        raise ConfigError(f"{source}: task {task!r} needs a {wanted} model (model.causal: "
+                          f"{str(wanted == 'causal').lower()}); mixers that can run {wanted}: {able}")
+    mixer = model.get("mixer", ModelConfig.mixer)
+    for name in mixer if isinstance(mixer, list) else [mixer]:
+        if isinstance(name, str) and name in MIXERS and mode not in MIXERS.get(name).modes:
+            raise ConfigError(f"{source}: task {task!r} runs the model {mode}, but model.mixer "
+                              f"{name!r} runs only {', '.join(MIXERS.get(name).modes)}; mixers "
+                              f"that can run {mode}: {able}")
 
 
 def _check_combination(config: RunConfig, entry, source: str) -> None:
-    """Cross-section checks: the mixers can run the objective's mode, the tokenizer fits
-    the data, and the objective's own checks."""
-    wanted = "causal" if config.model.causal else "bidirectional"
-    able = [n for n in MIXERS if MIXERS.get(n).supports(config.model.causal)]
-    for name in config.model.mixers:
-        if not MIXERS.get(name).supports(config.model.causal):
-            raise ConfigError(f"{source}: task {config.task!r} needs {wanted} mixers, but "
-                              f"model.mixer {name!r} runs only {', '.join(MIXERS.get(name).modes)}; "
-                              f"mixers that can: {', '.join(able)}")
+    """Cross-section checks: the tokenizer fits the data, and the objective's own checks."""
     if getattr(config.data, "tokens_field", None) and config.tokenizer.kind != "ids":
         raise ConfigError(f"{source}: data.tokens_field gives token ids; set tokenizer.kind: ids "
                           f"(it is {config.tokenizer.kind!r})")

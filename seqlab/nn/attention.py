@@ -8,13 +8,14 @@ combines q, k and v: ``sdpa`` is torch's fused scaled_dot_product_attention,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, warn_once
+from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, positions_from_mask
 from seqlab.registry import Registry
 
@@ -60,18 +61,44 @@ def check_heads(d_model: int, n_heads: int, n_kv_heads: int | None) -> int:
     return n_kv_heads
 
 
+class _KVStore:
+    """The growable buffers behind a chain of cache states, and how far they are written.
+
+    Shapes: k, v (B, Hkv, capacity, Dh); key_mask, key_pos (B, capacity) or None.
+    """
+
+    __slots__ = ("k", "v", "key_mask", "key_pos", "written")
+
+    def __init__(self, k: Tensor, v: Tensor, key_mask: Tensor | None, key_pos: Tensor | None,
+                 written: int):
+        self.k, self.v, self.key_mask, self.key_pos = k, v, key_mask, key_pos
+        self.written = written
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+
 @dataclass
 class KVCache(BatchState):
-    """Streaming state of an attention layer.
+    """Streaming state of an attention layer; a state passed in is never changed.
 
-    Buffers grow by doubling, so appending a token is amortised O(1). The key padding
-    mask is only kept once a padded chunk has been seen, and key positions only for
-    encodings that need them (ALiBi), so plain decoding stores keys and values alone.
-    The cache is updated in place and returned; a state passed to ``forward`` must not
-    be reused.
+    ``append`` returns a new state and leaves this one as it was, so two continuations
+    of one prompt state (beam forks, a shared prefix) are both exact. It stays amortised
+    O(1) per token by copy-on-write: the fields are views of the first ``length`` slots
+    of growable buffers (``store``, doubling when full) shared with the states that
+    continue this one. The store records how far its buffers have been written; a state
+    writes its new tokens in place only when nobody has written past its own length
+    (the usual decoding chain, where each state is continued once), and otherwise copies
+    its prefix into fresh buffers first, which costs O(length) once per fork. Writes
+    land past the length of every state that reads the buffers, so no state sees them.
+
+    The key padding mask is only kept once a padded chunk has been seen, and key
+    positions only for encodings that need them (ALiBi), so plain decoding stores keys
+    and values alone.
 
     Shapes:
-        k, v: (B, Hkv, capacity, Dh); key_mask, key_pos: (B, capacity) or None;
+        k, v: (B, Hkv, length, Dh); key_mask, key_pos: (B, length) or None;
         seen: (B,) real tokens so far (the position offset of the next token).
     """
 
@@ -81,44 +108,78 @@ class KVCache(BatchState):
     key_pos: Tensor | None
     seen: Tensor
     length: int = 0
+    store: _KVStore | None = field(default=None, repr=False, compare=False)
 
     @property
     def has_padding(self) -> bool:
         return self.key_mask is not None
 
-    def append(self, k: Tensor, v: Tensor, mask: Tensor | None, pos: Tensor | None) -> None:
-        """Add T new keys/values (B, Hkv, T, Dh) with their (B, T) mask and positions."""
-        B, Hkv, T, Dh = k.shape
+    def append(self, k: Tensor, v: Tensor, mask: Tensor | None, pos: Tensor | None) -> KVCache:
+        """This cache followed by T new keys/values (B, Hkv, T, Dh) with their (B, T)
+        mask and positions, as a new state; this one is left unchanged."""
+        T = k.shape[2]
         start, end = self.length, self.length + T
-        if self.k is None or end > self.k.shape[2]:
-            capacity = max(end, 2 * (self.k.shape[2] if self.k is not None else 0), 16)
-            self.k = _grow(self.k, start, (B, Hkv, capacity, Dh), k, dim=2)
-            self.v = _grow(self.v, start, (B, Hkv, capacity, Dh), v, dim=2)
-            if self.key_mask is not None:
-                self.key_mask = _grow(self.key_mask, start, (B, capacity), self.key_mask, dim=1)
-            if self.key_pos is not None:
-                self.key_pos = _grow(self.key_pos, start, (B, capacity), self.key_pos, dim=1)
-        capacity = self.k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        if mask is not None and self.key_mask is None:
-            self.key_mask = torch.ones(B, capacity, dtype=torch.bool, device=k.device)
-        if self.key_mask is not None:
-            self.key_mask[:, start:end] = True if mask is None else mask
+        store = self.store
+        if store is None or store.written != start or end > store.capacity:
+            # A fork (someone wrote past our length), full buffers, or the first chunk.
+            capacity = store.capacity if store is not None else 0
+            store = self._copy(max(end, 2 * capacity, 16) if end > capacity else capacity, k)
+        store.k[:, :, start:end] = k
+        store.v[:, :, start:end] = v
+        has_mask = self.key_mask is not None or mask is not None
+        if has_mask:
+            if self.key_mask is None:  # the first padded chunk: earlier keys are all real
+                store.key_mask = torch.ones(k.shape[0], store.capacity, dtype=torch.bool,
+                                            device=k.device)
+            store.key_mask[:, start:end] = True if mask is None else mask
+        has_pos = self.key_pos is not None or pos is not None
         if pos is not None:
             if self.key_pos is None:
-                self.key_pos = torch.zeros(B, capacity, dtype=torch.long, device=k.device)
-            self.key_pos[:, start:end] = pos
-        self.seen = self.seen + (T if mask is None else mask.sum(1))
-        self.length = end
+                store.key_pos = torch.zeros(k.shape[0], store.capacity, dtype=torch.long,
+                                            device=k.device)
+            store.key_pos[:, start:end] = pos
+        store.written = end
+        return KVCache(store.k[:, :, :end], store.v[:, :, :end],
+                       store.key_mask[:, :end] if has_mask else None,
+                       store.key_pos[:, :end] if has_pos else None,
+                       self.seen + (T if mask is None else mask.sum(1)), end, store)
 
+    def _copy(self, capacity: int, like: Tensor) -> _KVStore:
+        """Fresh buffers of ``capacity`` slots holding this state's keys and values."""
+        B, Hkv, _, Dh = like.shape
 
-def _grow(old: Tensor | None, used: int, shape: tuple, like: Tensor, dim: int) -> Tensor:
-    """A larger buffer holding the first ``used`` slots (along ``dim``) of ``old``."""
-    new = like.new_empty(shape) if like.dtype != torch.bool else like.new_ones(shape)
-    if old is not None and used:
-        new.narrow(dim, 0, used).copy_(old.narrow(dim, 0, used))
-    return new
+        def buffer(old: Tensor | None, shape: tuple, dtype: torch.dtype, dim: int) -> Tensor:
+            new = like.new_empty(shape, dtype=dtype)
+            if old is not None and self.length:
+                new.narrow(dim, 0, self.length).copy_(old)
+            return new
+
+        slots = (B, capacity)
+        return _KVStore(
+            buffer(self.k, (B, Hkv, capacity, Dh), like.dtype, 2),
+            buffer(self.v, (B, Hkv, capacity, Dh), like.dtype, 2),
+            None if self.key_mask is None else buffer(self.key_mask, slots, torch.bool, 1),
+            None if self.key_pos is None else buffer(self.key_pos, slots, torch.long, 1),
+            written=self.length,
+        )
+
+    def reorder(self, index: Tensor) -> KVCache:
+        """The selected batch rows, in buffers of their own (nothing shared with this
+        state); this state is left unchanged."""
+        if self.store is None:
+            return super().reorder(index)
+        store = self.store
+        picked = _KVStore(
+            store.k.index_select(0, index), store.v.index_select(0, index),
+            None if self.key_mask is None else store.key_mask.index_select(0, index),
+            None if self.key_pos is None else store.key_pos.index_select(0, index),
+            written=self.length,
+        )
+        end = self.length
+        return KVCache(picked.k[:, :, :end], picked.v[:, :, :end],
+                       None if picked.key_mask is None else picked.key_mask[:, :end],
+                       None if picked.key_pos is None else picked.key_pos[:, :end],
+                       self.seen.index_select(0, index), end, picked)
 
 
 class Attention(Mixer):
@@ -173,10 +234,9 @@ class Attention(Mixer):
         if state is not None:
             offset = state.length
             keep_pos = pos if self.position is not None and self.position.uses_key_positions else None
-            state.append(k, v, padding_mask, keep_pos)
-            k, v = state.k[:, :, : state.length], state.v[:, :, : state.length]
-            key_mask = state.key_mask[:, : state.length] if state.has_padding else None
-            key_pos = state.key_pos[:, : state.length] if keep_pos is not None else pos
+            state = state.append(k, v, padding_mask, keep_pos)
+            k, v, key_mask = state.k, state.v, state.key_mask
+            key_pos = state.key_pos if keep_pos is not None else pos
         else:
             key_mask, key_pos = padding_mask, pos
 
@@ -231,3 +291,19 @@ class Attention(Mixer):
         if mask is not None:
             y = y * has_key.to(y.dtype)
         return y
+
+
+@dataclass
+class AttentionOptions:
+    """``dropout`` is on the attention weights (separate from ``model.dropout`` on the
+    residual branches): off by default because on CPU it takes SDPA off its fused kernel."""
+
+    kernel: str = "sdpa"
+    bias: bool = True
+    dropout: float = 0.0
+
+
+@register_mixer("attention", AttentionOptions, uses_positions=True)
+def _attention(a: MixerArgs, o: AttentionOptions) -> Mixer:
+    return Attention(a.d_model, a.n_heads, n_kv_heads=a.n_kv_heads, causal=a.causal,
+                     position=a.position, kernel=o.kernel, dropout=o.dropout, bias=o.bias)

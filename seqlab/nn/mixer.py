@@ -4,7 +4,8 @@ A mixer maps ``(B, T, D) -> (B, T, D)``. Called with ``state=None`` it is a plai
 parallel pass over the whole sequence; called with a state it continues from that
 state and returns the new one, which serves prefill, decoding (T = 1) and chunked
 streaming alike. Causal mixers obey: one pass over a sequence equals any split of it
-into chunks threaded through the state.
+into chunks threaded through the state. A state passed in is never changed (the mixer
+returns a new one), so a state may be continued more than once.
 """
 
 from __future__ import annotations
@@ -26,15 +27,20 @@ _warned: set[str] = set()
 
 class BatchState:
     """Base of the mixers' streaming states (dataclasses whose tensor fields all have
-    the batch first): ``reorder`` selects batch rows of every tensor field, leaving
-    ``None`` and non-tensor fields alone."""
+    the batch first).
 
-    def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search, finished sequences)."""
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, Tensor):
-                setattr(self, field.name, value.index_select(0, index))
+    A state passed to a mixer is never changed: ``forward`` returns a new state and
+    leaves the given one and its tensors as they were, so one state can be continued
+    more than once (beam forks, a shared prompt). ``reorder`` follows the same rule.
+    """
+
+    def reorder(self, index: Tensor) -> BatchState:
+        """A new state holding the given batch rows (beam search, dropping finished
+        rows) of every tensor field, ``None`` and non-tensor fields as they are; this
+        state is left unchanged."""
+        rows = {f.name: getattr(self, f.name).index_select(0, index)
+                for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), Tensor)}
+        return dataclasses.replace(self, **rows)
 
 
 def warn_once(key: str, message: str) -> None:

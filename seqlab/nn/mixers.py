@@ -2,7 +2,10 @@
 
 Every factory receives the same shared arguments (``MixerArgs``) plus an options
 dataclass of its own, which a config fills from ``model.mixer_options.<name>``.
-Adding a mixer is one class and one ``register_mixer`` call.
+Adding a mixer is one class and one ``register_mixer`` call in the mixer's own module;
+this module holds only the registry, so it imports no mixer and every mixer may import
+it. ``seqlab.nn`` imports every mixer module, so the registry is complete once
+``seqlab.nn`` is imported.
 """
 
 from __future__ import annotations
@@ -12,9 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from seqlab.nn.attention import Attention
 from seqlab.nn.mixer import Mixer
-from seqlab.nn.recurrent import RecurrentMixer
 from seqlab.registry import Registry
 
 
@@ -60,36 +61,3 @@ def register_mixer(name: str, options: type, *, uses_positions: bool = False,
 
     return decorator
 
-
-@dataclass
-class AttentionOptions:
-    """``dropout`` is on the attention weights (separate from ``model.dropout`` on the
-    residual branches): off by default because on CPU it takes SDPA off its fused kernel."""
-
-    kernel: str = "sdpa"
-    bias: bool = True
-    dropout: float = 0.0
-
-
-@register_mixer("attention", AttentionOptions, uses_positions=True)
-def _attention(a: MixerArgs, o: AttentionOptions) -> Mixer:
-    return Attention(a.d_model, a.n_heads, n_kv_heads=a.n_kv_heads, causal=a.causal,
-                     position=a.position, kernel=o.kernel, dropout=o.dropout, bias=o.bias)
-
-
-@dataclass
-class RecurrentOptions:
-    num_layers: int = 1
-    impl: str = "fused"
-
-
-def _recurrent(cell: str):
-    def build(a: MixerArgs, o: RecurrentOptions) -> Mixer:
-        return RecurrentMixer(a.d_model, cell, num_layers=o.num_layers, dropout=a.dropout,
-                              causal=a.causal, impl=o.impl)
-
-    return build
-
-
-for _cell in ("rnn", "lstm", "gru"):
-    register_mixer(_cell, RecurrentOptions)(_recurrent(_cell))

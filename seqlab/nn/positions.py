@@ -96,13 +96,11 @@ class LearnedPosition(AbsolutePosition):
 
     def forward(self, positions: Tensor) -> Tensor:
         if positions.numel() and int(positions.max()) >= self.max_positions:
-            from seqlab.nn.mixers import MIXERS
-
-            unlimited = [n for n in MIXERS if not MIXERS.get(n).uses_positions]
             raise ShapeError(
                 f"position {int(positions.max())} is beyond the learned-position limit of "
                 f"{self.max_positions} (model.context_length); positions 'rope', 'alibi' and "
-                f"'sinusoidal' have no limit, nor do the mixers {', '.join(unlimited)}"
+                "'sinusoidal' have no limit, and recurrent and state-space mixers need no "
+                "positions at all (position 'none')"
             )
         return self.table(positions)
 

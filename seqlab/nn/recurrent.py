@@ -9,11 +9,14 @@ gives alone and its state skips the padding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first, warn_once
+from seqlab.nn.mixers import MixerArgs, register_mixer
 
 _KERNELS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _CELL_OPS = {"rnn": torch.rnn_tanh_cell, "lstm": torch.lstm_cell, "gru": torch.gru_cell}
@@ -164,3 +167,21 @@ class RecurrentMixer(Mixer):
             n = torch.tanh(i_n + r * h_n)
             return ((1 - z) * n + z * prev[0],)
         return (torch.tanh(gi + gh),)
+
+
+@dataclass
+class RecurrentOptions:
+    num_layers: int = 1
+    impl: str = "fused"
+
+
+def _recurrent(cell: str):
+    def build(a: MixerArgs, o: RecurrentOptions) -> Mixer:
+        return RecurrentMixer(a.d_model, cell, num_layers=o.num_layers, dropout=a.dropout,
+                              causal=a.causal, impl=o.impl)
+
+    return build
+
+
+for _cell in ("rnn", "lstm", "gru"):
+    register_mixer(_cell, RecurrentOptions)(_recurrent(_cell))

@@ -105,8 +105,9 @@ def test_state_is_constant_size_and_per_kv_head():
         sizes.add((tuple(state.kv.shape), tuple(state.k_sum.shape)))
     assert sizes == {((3, 2, 8, 8), (3, 2, 8))}
     assert isinstance(state, LinearAttentionState)
-    state.reorder(torch.tensor([2, 0]))
-    assert state.kv.shape[0] == 2 and state.seen.tolist() == [20, 20]
+    picked = state.reorder(torch.tensor([2, 0]))
+    assert picked.kv.shape[0] == 2 and picked.seen.tolist() == [20, 20]
+    assert isinstance(picked, LinearAttentionState) and state.kv.shape[0] == 3
 
 
 def test_relu_feature_map_and_errors():

@@ -164,8 +164,9 @@ def test_reorder_selects_batch_rows():
     layer = make(4)
     _, state = layer(torch.randn(3, 6, D), layer.init_state(3))
     k = state.k.clone()
-    state.reorder(torch.tensor([2, 0]))
-    assert torch.equal(state.k, k[[2, 0]]) and state.seen.shape == (2,)
+    picked = state.reorder(torch.tensor([2, 0]))
+    assert torch.equal(picked.k, k[[2, 0]]) and picked.seen.shape == (2,)
+    assert torch.equal(state.k, k) and state.seen.shape == (3,)  # left unchanged
 
 
 class LargestTensor(TorchFunctionMode):

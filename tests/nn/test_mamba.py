@@ -12,7 +12,7 @@ from seqlab.config import ModelConfig
 from seqlab.models.build import build_backbone
 from seqlab.nn.mamba import Mamba, MambaOptions, MambaState
 from seqlab.errors import ShapeError
-import seqlab.nn.scan as scan_module
+import seqlab.nn.scan_chunked as scan_chunked
 from seqlab.nn.scan import (auto_chunk_size, lane_count, linear_scan_, selective_scan,
                             selective_step)
 
@@ -60,7 +60,7 @@ def run_ref(x):
 @pytest.fixture(params=["lanes", "tree"])
 def chunk_scan(request, monkeypatch):
     """Run each scan test with the CPU lane scan and with the accelerators' tree scan."""
-    monkeypatch.setattr(scan_module, "_uses_tree", lambda device: request.param == "tree")
+    monkeypatch.setattr(scan_chunked, "_uses_tree", lambda device: request.param == "tree")
     return request.param
 
 
@@ -237,9 +237,10 @@ def test_state_reorder_selects_rows():
     mixer = make()
     _, state = mixer(torch.randn(3, 4, D), mixer.init_state(3))
     conv, ssm = state.conv.clone(), state.ssm.clone()
-    state.reorder(torch.tensor([2, 0]))
-    assert torch.equal(state.conv, conv[[2, 0]]) and torch.equal(state.ssm, ssm[[2, 0]])
-    assert isinstance(state, MambaState) and state.conv.shape == (2, 2 * D, 3)
+    picked = state.reorder(torch.tensor([2, 0]))
+    assert torch.equal(picked.conv, conv[[2, 0]]) and torch.equal(picked.ssm, ssm[[2, 0]])
+    assert isinstance(picked, MambaState) and picked.conv.shape == (2, 2 * D, 3)
+    assert torch.equal(state.conv, conv) and torch.equal(state.ssm, ssm)  # left unchanged
 
 
 def test_paper_initialisation_survives_the_builder():

@@ -156,8 +156,9 @@ def test_state_reorder_selects_rows():
     mixer = make()
     _, state = mixer(torch.randn(3, 5, D), mixer.init_state(3))
     h = state.h.clone()
-    state.reorder(torch.tensor([2, 0]))
-    torch.testing.assert_close(state.h, h[[2, 0]])
+    picked = state.reorder(torch.tensor([2, 0]))
+    torch.testing.assert_close(picked.h, h[[2, 0]])
+    assert torch.equal(state.h, h)  # left unchanged
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -130,8 +130,9 @@ def test_state_size_is_bounded():
         shapes.add((tuple(state.memory.shape), tuple(state.compressed.shape)))
     # (B, M + 1, L, Hkv, 2 Dh) and (B, Nc, Hkv, 2 Dh), whatever the number of steps
     assert shapes == {((2, 2, 4, 2, 16), (2, 3, 2, 16))}
-    state.reorder(torch.tensor([1]))
-    assert state.memory.shape[0] == 1 and state.seen.tolist() == [60]
+    picked = state.reorder(torch.tensor([1]))
+    assert picked.memory.shape[0] == 1 and picked.seen.tolist() == [60]
+    assert state.memory.shape[0] == 2  # reorder returns a new state, this one is unchanged
 
 
 def test_context_reaches_past_raw_memory_through_compressed_slots():
@@ -162,8 +163,9 @@ def test_options_are_checked_and_mode_is_causal_only():
                      context_length=16, position=None)
     with pytest.raises(ValueError, match="causal only"):
         entry.build(args, entry.options())
-    with pytest.raises(ConfigError, match="cannot run bidirectional"):
-        RunConfig.from_dict({"model": {"mixer": "segment_memory", "causal": False,
+    with pytest.raises(ConfigError, match="'segment_memory' runs only causal"):
+        RunConfig.from_dict({"task": "classify", "data": {"path": "x.jsonl"},
+                             "model": {"mixer": "segment_memory", "causal": False,
                                        "vocab_size": 9}})
 
 
