@@ -50,7 +50,8 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train or val:
+        ax.legend()
     fig.tight_layout()
     save_png(fig, path)
 

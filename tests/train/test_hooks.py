@@ -1,0 +1,172 @@
+"""Trainer hooks, one real test each: initialising from a saved run with some tensors,
+frozen parameters, parameter groups with their own learning rates, a loss term added by
+a hook, extra evaluators; and exact gradient averaging, exact resume of example data."""
+
+import json
+
+import pytest
+import torch
+
+import seqlab
+from seqlab.config import RunConfig
+from seqlab.errors import CheckpointError, ConfigError
+from seqlab.train.checkpoint import CheckpointManager
+from seqlab.train.hooks import ExtraEvaluators, TrainerHook
+from seqlab.train.trainer import Trainer
+from seqlab.weights_file import load_weights
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("examples")
+    rows = [{"text": ("ab" if i % 2 else "cd") * (1 + i % 7), "label": str(i % 2)} for i in range(60)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "train.jsonl"
+
+
+def config(task, examples, **sections):
+    data = {"task": task, "seed": 0,
+            "model": {"mixer": "gru", "position": "none", "d_model": 16, "n_layers": 2,
+                      "context_length": 32, "causal": task != "masked_lm"},
+            "data": {"source": "examples", "path": str(examples), "bucket": True},
+            "train": {"steps": 4, "batch_size": 8, "lr": 1e-2, "warmup_steps": 1,
+                      "eval_every": 4, "progress": False, "num_threads": 1}}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return RunConfig.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def pretrained(examples, tmp_path_factory):
+    run = tmp_path_factory.mktemp("pre") / "run"
+    seqlab.fit(config("masked_lm", examples), run)
+    return run
+
+
+def test_init_from_a_run_takes_the_backbone_and_reports_it(examples, pretrained, tmp_path):
+    cfg = config("classify", examples, model={"causal": False},
+                 init={"run": str(pretrained), "exclude": ["head.*"]})
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._setup()
+    saved, _ = load_weights(pretrained / "model.safetensors")
+    own = dict(trainer.model.state_dict())
+    backbone = [k for k in saved if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(own[k], saved[k]) for k in backbone)
+    report = json.loads((tmp_path / "run" / "init.json").read_text())
+    assert sorted(report["loaded"]) == sorted(backbone)
+    assert set(report["new"]) == {k for k in own if k.startswith("head.")}
+    assert {k for k, why in report["dropped"].items() if why == "excluded"} == \
+        {k for k in saved if k.startswith("head.")}
+    # the pre-trained run's tokenizer (with <mask>) comes along, so ids mean the same
+    assert trainer.objective.tokenizer.mask_id is not None
+
+
+def test_init_names_a_missing_run_and_a_pattern_that_matches_nothing(examples, tmp_path, pretrained):
+    with pytest.raises(CheckpointError, match="init.run: .*does not exist"):
+        Trainer(config("classify", examples, init={"run": str(tmp_path / "nowhere")}),
+                tmp_path / "a").fit()
+    with pytest.raises(ConfigError, match="init.exclude: pattern 'hed.\\*' matches no parameter"):
+        Trainer(config("classify", examples, model={"causal": False},
+                       init={"run": str(pretrained), "exclude": ["hed.*"]}), tmp_path / "b").fit()
+
+
+def test_frozen_parameters_do_not_move(examples, tmp_path):
+    cfg = config("classify", examples, train={"freeze": ["backbone.blocks.0.*", "backbone.embed.*"]})
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._setup()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer._loop(seqlab.train.trainer.TrainResult(tmp_path, 0), None)
+    after = trainer.model.state_dict()
+    frozen = [k for k in before if k.startswith(("backbone.blocks.0.", "backbone.embed."))]
+    moved = [k for k in before if k.startswith(("backbone.blocks.1.", "head."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in moved)
+    with pytest.raises(ConfigError, match="train.freeze: pattern 'backbone.blocks.9.\\*' matches no"):
+        Trainer(config("classify", examples, train={"freeze": ["backbone.blocks.9.*"]}),
+                tmp_path / "other").fit()
+
+
+def test_parameter_groups_get_their_own_learning_rates(examples, tmp_path):
+    groups = [{"params": ["head.*"], "lr": 0.05}, {"params": ["backbone.blocks.0.*"], "lr_scale": 0.0001}]
+    trainer = Trainer(config("classify", examples, train={"param_groups": groups, "warmup_steps": 0,
+                                                          "min_lr_ratio": 1.0}), tmp_path / "run")
+    trainer._setup()
+    trainer._train_step()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    lrs = {names[id(p)]: g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert lrs["head.proj.weight"] == pytest.approx(0.05)
+    assert lrs["backbone.blocks.0.mixer.rnn.weight_hh_l0"] == pytest.approx(1e-6)
+    assert lrs["backbone.blocks.1.mixer.rnn.weight_hh_l0"] == pytest.approx(1e-2)
+
+
+def test_a_loss_term_from_a_hook_pulls_toward_reference_weights(examples, pretrained, tmp_path):
+    def drift(penalty):
+        cfg = config("classify", examples, model={"causal": False},
+                     init={"run": str(pretrained), "exclude": ["head.*"], "penalty": penalty},
+                     train={"steps": 8, "lr": 3e-2})
+        seqlab.fit(cfg, tmp_path / f"run{penalty}")
+        ref, _ = load_weights(pretrained / "model.safetensors")
+        new, _ = load_weights(tmp_path / f"run{penalty}" / "trainer" / "step-00000008" / "model.safetensors")
+        return sum(float((new[k] - ref[k]).square().sum()) for k in ref if k.startswith("backbone."))
+
+    assert drift(100.0) < 0.2 * drift(0.0)
+
+
+def test_extra_evaluators_are_logged_under_their_names(examples, tmp_path):
+    calls = []
+
+    def count_parameters(model):
+        calls.append(1)
+        return {"params": float(sum(p.numel() for p in model.parameters()))}
+
+    cfg = config("classify", examples, data={"eval_sets": {"again": str(examples)}})
+    result = seqlab.fit(cfg, tmp_path / "run", hooks=[ExtraEvaluators({"size": count_parameters})])
+    assert calls and result.metrics["size/params"] > 0
+    assert {"again/loss", "again/accuracy", "again/macro_f1"} <= set(result.metrics)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("again/accuracy" in r for r in logged)
+
+
+def test_gradient_accumulation_averages_exactly_over_padded_micro_batches(examples, tmp_path):
+    """One step with 2 micro-batches equals one step over their union: the trainer divides
+    the summed gradients by the total count, whatever the padding in each micro-batch."""
+
+    class Record(TrainerHook):
+        def loss_term(self, trainer):
+            self.grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+
+    hook = Record()
+    trainer = Trainer(config("tag", examples, data={"label_field": "text", "bucket": False},
+                             train={"grad_accum": 2, "grad_clip": 0.0}), tmp_path / "run", hooks=[hook])
+    trainer._setup()
+    micro = [trainer.objective.train_batch(0, m) for m in range(2)]
+    assert micro[0].padding_mask is not None or micro[1].padding_mask is not None
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer._train_step()
+    trainer.model.load_state_dict(before)  # the reference gradients are taken at the same weights
+    from seqlab.data.batch import IGNORE, Batch, pad
+
+    rows, tags = [], []
+    for b in micro:
+        for i in range(b.size):
+            n = int(b.padding_mask[i].sum()) if b.padding_mask is not None else b.inputs.shape[1]
+            rows.append(b.inputs[i, :n])
+            tags.append(b.targets[i, :n])
+    inputs, mask = pad([r.numpy() for r in rows], value=0)
+    targets, _ = pad([t.numpy() for t in tags], value=IGNORE)
+    whole = Batch(inputs.long(), targets.long(), mask)
+    trainer.model.zero_grad()
+    result = trainer.objective.loss(trainer.model, whole)
+    (result.total / result.count).backward()
+    for name, p in trainer.model.named_parameters():
+        torch.testing.assert_close(hook.grads[name], p.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_exact_resume_with_bucketed_examples(examples, tmp_path):
+    cfg = config("classify", examples, train={"steps": 8, "grad_accum": 2, "eval_every": 4})
+    Trainer(cfg, tmp_path / "once").fit()
+    Trainer(cfg, tmp_path / "twice").fit(until_step=3)
+    Trainer(cfg, tmp_path / "twice", resume=True).fit()
+    a = CheckpointManager(tmp_path / "once" / "trainer").load_latest().model
+    b = CheckpointManager(tmp_path / "twice" / "trainer").load_latest().model
+    assert all(torch.equal(a[k], b[k]) for k in a)
