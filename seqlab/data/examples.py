@@ -176,4 +176,6 @@ def build_examples(rows: list[np.ndarray], raw: list | None, wheres: list[str], 
             raise DataError(f"{wheres[0]}: {len(raw[0])} regression targets, the run predicts "
                             f"{labels.size}")
         encoded = [labels.encode(value) for value in raw]
+        if kind == "tags" and bos_id is not None:  # <bos> carries no tag
+            encoded = [np.concatenate([[IGNORE], tags]).astype(np.int64) for tags in encoded]
     return ExampleSet.from_rows(rows, encoded, kind, list(wheres)), labels, cut

@@ -24,9 +24,18 @@ from seqlab.data.records import field_of, read_records
 from seqlab.errors import DataError
 
 SUFFIXES = (".npy", ".npz")
+_SIGNATURES = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")  # .npy, .npz (a zip), empty zip
 
 
 def _load(path: Path):
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SIGNATURES[0]))
+    except OSError as e:
+        raise DataError(f"{path}: not a readable NumPy file ({e})") from None
+    if not head.startswith(_SIGNATURES):  # np.load would take it for a pickle
+        raise DataError(f"{path}: not a NumPy .npy or .npz file (only plain NumPy arrays "
+                        "are read, never pickles)")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -34,6 +43,15 @@ def _load(path: Path):
                         "or string arrays") from None
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable NumPy file ({e})") from None
+
+
+def _array(data, key: str, path: Path) -> np.ndarray:
+    """One array of an open ``.npz``; an object array is refused, never unpickled."""
+    try:
+        return data[key]
+    except ValueError as e:
+        raise DataError(f"{path}: array {key!r} cannot be read without pickle ({e}); save "
+                        "plain numeric or string arrays") from None
 
 
 def as_sequence(array: np.ndarray, where: str) -> np.ndarray:
@@ -82,13 +100,13 @@ def read_file(path: Path, keys: tuple[str, str, str]) -> tuple[list[np.ndarray],
     with data:
         if features_key not in data.files:
             raise DataError(f"{path}: no array {features_key!r}; it holds: {', '.join(data.files)}")
-        lengths = data[lengths_key] if lengths_key in data.files else None
-        rows = _split(data[features_key], lengths, str(path))
+        lengths = _array(data, lengths_key, path) if lengths_key in data.files else None
+        rows = _split(_array(data, features_key, path), lengths, str(path))
         labels = None
         if labels_key in data.files:
-            stored = data[labels_key]
+            stored = _array(data, labels_key, path)
             total = sum(len(r) for r in rows)
-            if len(stored) == total and len(rows) > 1 and len(stored) != len(rows):
+            if len(stored) == total and len(stored) != len(rows):
                 ends = np.cumsum([len(r) for r in rows])
                 labels = [stored[e - len(r):e].tolist() for e, r in zip(ends, rows)]
             elif len(stored) == len(rows):

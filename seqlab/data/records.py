@@ -7,6 +7,7 @@ A record is a mapping of field names to values plus where it came from
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ def read_records(path: Path, fmt: str = "auto") -> list[Record]:
     """
     fmt = record_format(path, fmt)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is not part of a field
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
     records = _jsonl(path, text) if fmt == "jsonl" else _delimited(path, text, fmt)
@@ -59,7 +60,9 @@ def read_records(path: Path, fmt: str = "auto") -> list[Record]:
 
 def _jsonl(path: Path, text: str) -> list[Record]:
     records = []
-    for n, line in enumerate(text.splitlines(), 1):
+    # Only "\n" ends a line: str.splitlines would also split at U+2028, U+0085 etc., which
+    # json.dumps(ensure_ascii=False) leaves unescaped inside strings.
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -74,7 +77,8 @@ def _jsonl(path: Path, text: str) -> list[Record]:
 
 
 def _delimited(path: Path, text: str, fmt: str) -> list[Record]:
-    reader = csv.reader(text.splitlines(), delimiter="\t" if fmt == "tsv" else ",")
+    # newline="": quoted fields keep their line breaks and line_num counts physical lines
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
     try:
         header = next(reader)
     except StopIteration:

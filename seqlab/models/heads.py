@@ -48,9 +48,11 @@ def pool(hidden: Tensor, padding_mask: Tensor | None, how: str) -> Tensor:
         if how == "mean":
             return hidden.mean(1)
         return hidden[:, 0] if how == "first" else hidden[:, -1]
-    real = padding_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
     if how == "mean":
-        return (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+        # masked_fill, not a product with the mask: NaN * 0 is NaN, and padding never counts
+        real = padding_mask.unsqueeze(-1)  # (B, T, 1)
+        summed = hidden.masked_fill(~real, 0.0).sum(1)  # (B, D)
+        return summed / real.sum(1).clamp(min=1).to(hidden.dtype)
     if how == "first":
         index = padding_mask.to(torch.int8).argmax(1)  # first True
     else:
@@ -196,6 +198,8 @@ class TaggerHead(_WeightedClasses):
     def loss(self, hidden, targets, padding_mask=None, **extras) -> LossSum:
         if padding_mask is not None:
             targets = targets.masked_fill(~padding_mask, IGNORE)
+            # zeroed, so that nothing stored at padding reaches the loss or the gradients
+            hidden = hidden.masked_fill(~padding_mask.unsqueeze(-1), 0.0)
         logits = self.forward(hidden)
         return self._weighted(logits.flatten(0, 1), targets.flatten(), logits)
 

@@ -101,10 +101,9 @@ class TaggingMetric(Metric):
         _add(self.confusion, targets[real], predicted[real])
         if self.spans:
             names = [str(n) for n in self.names]
-            for t_row, p_row, r_row in zip(targets, predicted, real):
-                n = int(r_row.sum())
-                gold = bio_spans([names[t] if t != IGNORE else "O" for t in t_row[:n].tolist()])
-                found = bio_spans([names[p] for p in p_row[:n].tolist()])
+            for t_row, p_row, r_row in zip(targets, predicted, real):  # wherever padding lies
+                gold = bio_spans([names[t] if t != IGNORE else "O" for t in t_row[r_row].tolist()])
+                found = bio_spans([names[p] for p in p_row[r_row].tolist()])
                 self.gold += len(gold)
                 self.found += len(found)
                 self.correct += len(gold & found)
