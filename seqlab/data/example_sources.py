@@ -285,6 +285,10 @@ class FeaturesSource(ExampleSource):
         if not labelled or kind is None:
             return rows, None, wheres
         if o.labels is not None:
+            if spec != o.path and all(n.isdigit() for n in names):
+                raise DataError(f"{spec}: its sequences are named by row index, which the labels "
+                                f"file {o.labels} gives for the training array {o.path}; store "
+                                f"labels inside .npz files, or use folders of one file per sequence")
             stored = labels_from_file(Path(o.labels), names, id_field=o.id_field,
                                       label_field=o.label_field, fmt=o.labels_format)
         elif stored is None:

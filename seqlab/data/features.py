@@ -11,7 +11,8 @@ Accepted layouts, all read with ``allow_pickle=False`` (a file can never run cod
   one sequence named by its file stem.
 
 Labels can also come from a CSV, TSV or JSONL file (``data.labels``) whose ``id`` column
-names the sequence: a folder file's stem, or the row index of a single array file.
+names the sequence: a one-sequence file's stem, or the row index of a single array
+file (which then serves the training data only).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def read_sequences(paths: list[Path], keys: tuple[str, str, str]
             elif s.shape[1] != width:
                 raise DataError(f"{path}: sequences have {s.shape[1]} features, but {first} has "
                                 f"{width}; every sequence needs the same width")
-        if single and len(paths) > 1:
+        if single:
             ids = [path.stem]
         elif len(paths) > 1:
             ids = [f"{path.stem}:{i}" for i in ids]

@@ -82,7 +82,8 @@ class ExampleSampler:
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                "bucket": self.bucket, "n_examples": len(self.lengths)}
+                "bucket": self.bucket, "bucket_span": self.bucket_span,
+                "n_examples": len(self.lengths), "n_positions": int(self.lengths.sum())}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the seed; refuse a position saved for other data or batch settings."""

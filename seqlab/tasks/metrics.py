@@ -12,6 +12,7 @@ import math
 import torch
 
 from seqlab.data.batch import IGNORE, Batch
+from seqlab.errors import ShapeError
 from seqlab.models.heads import LossSum
 from seqlab.tasks.base import Metric
 
@@ -137,10 +138,18 @@ class RegressionMetric(Metric):
         self.sq = torch.zeros(K, dtype=torch.float64)
         self.sum_y = torch.zeros(K, dtype=torch.float64)
         self.sum_y2 = torch.zeros(K, dtype=torch.float64)
+        self.shift: torch.Tensor | None = None
 
     def update(self, result: LossSum, batch: Batch) -> None:
         y = batch.targets.cpu().double()
-        error = result.outputs.cpu().double() - y
+        out = result.outputs.cpu().double()
+        if out.shape != y.shape:
+            raise ShapeError(f"regression outputs {tuple(out.shape)} and targets "
+                             f"{tuple(y.shape)} differ")
+        if self.shift is None:  # sums around a shift keep SST exact when |mean| >> std
+            self.shift = y.mean(0)
+        error = out - y
+        y = y - self.shift
         self.n += y.shape[0]
         self.abs += error.abs().sum(0)
         self.sq += error.square().sum(0)
