@@ -4,6 +4,11 @@ import pytest
 import torch
 
 
+# One intra-op thread: the models here are tiny, and on a 2-core machine two threads
+# spend more time waiting for each other than computing (10x slower on a busy machine).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
