@@ -3,18 +3,8 @@ standard library's own source, a real corpus present on every machine with Pytho
 
 from __future__ import annotations
 
-import sysconfig
-from pathlib import Path
-
 from seqlab.config import RunConfig
-
-# Directories and files of the standard library that are tests, not library code.
-STDLIB_EXCLUDE = ["test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__",
-                  "test_*.py"]
-
-
-def stdlib_dir() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
+from seqlab.datasets.stdlib import STDLIB_EXCLUDE, stdlib_dir
 
 
 def quickstart_config(overrides: list[str] | None = None) -> RunConfig:

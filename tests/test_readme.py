@@ -43,10 +43,17 @@ def test_python_examples_run(tmp_path):
     assert "README-OK" in proc.stdout
 
 
-def test_yaml_example_is_a_valid_config(tmp_path):
+def test_yaml_examples_are_valid_configs(tmp_path):
     import yaml
 
     import seqlab
 
-    (yaml_block,) = blocks("yaml")
-    seqlab.RunConfig.from_dict(yaml.safe_load(yaml_block))
+    found = blocks("yaml")
+    assert len(found) >= 2
+    for block in found:
+        seqlab.RunConfig.from_dict(yaml.safe_load(block))
+
+
+def test_example_commands_name_files_that_exist():
+    for line in re.findall(r"^(?:python|seqlab train) (examples/\S+)", README.read_text(), flags=re.M):
+        assert (README.parent / line).is_file(), line
