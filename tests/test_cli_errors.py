@@ -109,10 +109,6 @@ def test_char_tokenizer_in_byte_run_of_another_size(run, tmp_path):
     assert "259" in message and "char tokenizer has 7" in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the causal_lm pipeline (seqlab/tasks/causal_lm.py) compares only vocabulary sizes, "
-    "never the tokenizer kind in config.yaml with tokenizer.json's, so a byte-trained "
-    "model silently evaluates with a char tokenizer of the same size"))
 def test_char_tokenizer_in_byte_run_of_the_same_size(run, tmp_path):
     # 255 characters + 4 specials = 259 ids, the byte tokenizer's vocabulary size.
     (run / "tokenizer.json").write_text(char_tokenizer_file([chr(0x100 + i) for i in range(255)]))
