@@ -185,7 +185,7 @@ class ExampleSource(DataSource):
     def read(self, path: PathSpec, *, labelled: bool = True) -> Batches:
         rows, raw, wheres = self._examples(path, labelled)
         self._read_names = wheres
-        return self._batches(self._build(rows, raw, wheres, str(path)), None)
+        return self._batches(self._build(rows, raw, wheres, str(path)), self.ctx.eval_batches)
 
     def names(self, path: PathSpec) -> list[str]:
         return list(getattr(self, "_read_names", []))

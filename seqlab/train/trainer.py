@@ -145,7 +145,16 @@ class Trainer:
         ckpt = self.checkpoints.load_latest(device="cpu")
         load_model_tensors(self.model, ckpt.model, source=str(ckpt.path))
         state = ckpt.state
-        self.optimizer.load_state_dict(state["optimizer"])
+        # Rates come from the config, which may change on resume; the rest from the checkpoint.
+        base_lrs = [g["base_lr"] for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as e:
+            raise ConfigError(f"cannot resume {self.run_dir}: the checkpoint's optimizer does not "
+                              f"fit this config's parameter groups ({e}); train.freeze and "
+                              "train.param_groups must stay as they were") from None
+        for group, base in zip(self.optimizer.param_groups, base_lrs):
+            group["base_lr"] = base
         self.objective.load_data_state(state["data"])
         if self.restore_rng:
             set_rng_state(state["rng"])

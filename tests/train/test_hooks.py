@@ -170,3 +170,14 @@ def test_exact_resume_with_bucketed_examples(examples, tmp_path):
     a = CheckpointManager(tmp_path / "once" / "trainer").load_latest().model
     b = CheckpointManager(tmp_path / "twice" / "trainer").load_latest().model
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_takes_rates_from_the_config_and_refuses_other_groups(examples, tmp_path):
+    cfg = config("classify", examples, train={"steps": 6, "eval_every": 3})
+    Trainer(cfg, tmp_path / "run").fit(until_step=3)
+    faster = Trainer(cfg.replace(["train.lr=0.05"]), tmp_path / "run", resume=True)
+    faster._setup()
+    assert {g["base_lr"] for g in faster.optimizer.param_groups} == {0.05}
+    grouped = cfg.replace({"train.param_groups": [{"params": ["head.*"], "lr": 0.1}]})
+    with pytest.raises(ConfigError, match="optimizer does not fit this config's parameter groups"):
+        Trainer(grouped, tmp_path / "run", resume=True).fit()
