@@ -144,8 +144,9 @@ class ParamGroup:
 
 @dataclass
 class TrainConfig:
-    """How to train. ``eval_batches``: at most this many batches per evaluation (None:
-    every held-out example, or 20 blocks of a text stream). ``freeze``: glob patterns of
+    """How to train. ``eval_batches``: at most this many batches per evaluation while
+    training (None: the data source's default: every held-out example, or 20 batches of
+    text blocks). ``freeze``: glob patterns of
     parameter names that stay fixed. ``param_groups``: parameters with their own learning
     rate or weight decay (see ``ParamGroup``)."""
 

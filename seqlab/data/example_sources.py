@@ -182,10 +182,11 @@ class ExampleSource(DataSource):
         sets.update({name: self._batches(ex, cap) for name, ex in self.extra.items()})
         return sets
 
-    def read(self, path: PathSpec, *, labelled: bool = True) -> Batches:
+    def read(self, path: PathSpec, *, labelled: bool = True,
+             max_batches: int | None = None) -> Batches:
         rows, raw, wheres = self._examples(path, labelled)
         self._read_names = wheres
-        return self._batches(self._build(rows, raw, wheres, str(path)), self.ctx.eval_batches)
+        return self._batches(self._build(rows, raw, wheres, str(path)), max_batches)
 
     def names(self, path: PathSpec) -> list[str]:
         return list(getattr(self, "_read_names", []))

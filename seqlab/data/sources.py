@@ -38,8 +38,7 @@ class SourceContext:
         seed: run seed.
         batch_size: examples (or blocks) per batch.
         grad_accum: micro-batches per optimizer step.
-        eval_batches: at most this many batches per evaluation set (None: the source's
-            default: all examples, or 20 blocks of a text stream).
+        eval_batches: at most this many batches per evaluation set (None: all of it).
         max_length: the longest example or block, in tokens or frames.
         label_kind: ``class``, ``tags``, ``number`` or None (unlabelled).
         add_bos: prepend ``<bos>`` to every token example (the slot ``first`` pooling reads).
@@ -83,6 +82,7 @@ class DataSource:
     """Base class of data sources (see the module docstring for the life cycle)."""
 
     input_kind = "tokens"  # "tokens" or "features": what ``inputs`` hold
+    default_eval_batches: int | None = None  # a training run's cap when train.eval_batches is unset
 
     def __init__(self, options, ctx: SourceContext):
         self.options, self.ctx = options, ctx
@@ -121,9 +121,10 @@ class DataSource:
         """Named evaluation sets, ``val`` first."""
         raise NotImplementedError
 
-    def read(self, path: PathSpec, *, labelled: bool = True) -> Batches:
+    def read(self, path: PathSpec, *, labelled: bool = True,
+             max_batches: int | None = None) -> Batches:
         """An evaluation (or, unlabelled, prediction) set from other files, read the same
-        way as the training data."""
+        way as the training data; ``max_batches`` caps it (None: everything)."""
         raise NotImplementedError
 
     def names(self, path: PathSpec) -> list[str]:

@@ -24,7 +24,6 @@ from seqlab.errors import ConfigError, DataError
 
 logger = logging.getLogger("seqlab")
 
-TEXT_EVAL_BATCHES = 20  # blocks per evaluation of a text stream unless train.eval_batches says
 
 
 @dataclass
@@ -49,6 +48,8 @@ class TextOptions(FileOptions):
 @register_source("text", TextOptions, labels=(None,), inputs="tokens")
 class TextSource(DataSource):
     """A token stream from text files (see the module docstring)."""
+
+    default_eval_batches = 20  # batches of blocks per evaluation while training
 
     def __init__(self, options: TextOptions, ctx: SourceContext):
         super().__init__(options, ctx)
@@ -104,13 +105,14 @@ class TextSource(DataSource):
         return batches
 
     def eval_sets(self) -> dict[str, Batches]:
-        cap = self.ctx.eval_batches or TEXT_EVAL_BATCHES
+        cap = self.ctx.eval_batches
         sets = {"val": self._blocks(self.val_tokens, cap)}
         sets.update({name: self._blocks(tokens, cap) for name, tokens in self.extra.items()})
         return sets
 
-    def read(self, path: PathSpec, *, labelled: bool = True) -> Batches:
-        return self._blocks(read_corpus(resolve_paths(path), self.tokenizer).tokens, self.ctx.eval_batches)
+    def read(self, path: PathSpec, *, labelled: bool = True,
+             max_batches: int | None = None) -> Batches:
+        return self._blocks(read_corpus(resolve_paths(path), self.tokenizer).tokens, max_batches)
 
     def state_dict(self) -> dict:
         return self.blocks.state_dict()

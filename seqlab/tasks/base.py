@@ -118,8 +118,11 @@ class Objective:
     # -- set-up -------------------------------------------------------------------------
     def context(self) -> SourceContext:
         cfg = self.config
+        eval_batches = cfg.train.eval_batches
+        if eval_batches is None:
+            eval_batches = DATA_SOURCES.get(cfg.data.source).cls.default_eval_batches
         return SourceContext(seed=cfg.seed, batch_size=cfg.train.batch_size,
-                             grad_accum=cfg.train.grad_accum, eval_batches=cfg.train.eval_batches,
+                             grad_accum=cfg.train.grad_accum, eval_batches=eval_batches,
                              max_length=cfg.model.context_length, label_kind=self.entry.label_kind,
                              add_bos=self.adds_bos())
 

@@ -41,16 +41,18 @@ class Pipeline:
         return next(self.model.parameters()).device
 
     def _resize(self, *, batch_size: int | None = None, max_batches: int | None = None) -> None:
+        """Batch size (when given) and evaluation cap (None: everything) for what follows."""
         source = self.objective.source
-        changes = {k: v for k, v in (("batch_size", batch_size), ("eval_batches", max_batches))
-                   if v is not None}
-        if changes:
-            source.ctx = dataclasses.replace(source.ctx, **changes)
+        changes = {"eval_batches": max_batches}
+        if batch_size is not None:
+            changes["batch_size"] = batch_size
+        source.ctx = dataclasses.replace(source.ctx, **changes)
 
     def evaluate(self, data=None, *, max_batches: int | None = None,
                  batch_size: int | None = None) -> dict[str, float]:
         """The objective's metrics on ``data`` (a file, folder, glob or list of them, read
-        like the training data), or on the run's own validation split."""
+        like the training data), or on the run's own validation split; all of it unless
+        ``max_batches`` caps it."""
         self._resize(batch_size=batch_size, max_batches=max_batches)
         source = self.objective.source
         if data is None:
@@ -59,7 +61,7 @@ class Pipeline:
             source.load(self.tokenizer, source.fitted())
             batches = source.eval_sets()["val"]
         else:
-            batches = source.read(data)
+            batches = source.read(data, max_batches=max_batches)
         return self.objective.evaluate_batches(self.model, batches(), name="eval")
 
     def predict(self, *args, **kwargs):
