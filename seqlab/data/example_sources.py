@@ -210,10 +210,10 @@ class ExampleSource(DataSource):
         self.sampler.load_state_dict(state)
 
     def describe(self) -> str:
-        pad = 1 - self.train.lengths.mean() / max(self.train.lengths.max(), 1)
-        return (f"{len(self.train)} training and {len(self.val)} validation examples, lengths "
-                f"{self.train.lengths.min()}-{self.train.lengths.max()} (padding to the longest "
-                f"of a random batch would waste up to {pad:.0%})")
+        lengths = self.train.lengths
+        return (f"{len(self.train)} training and {len(self.val)} validation examples of "
+                f"{lengths.min()}-{lengths.max()} positions (mean {lengths.mean():.0f})"
+                f"{', bucketed by length' if self.options.bucket else ''}")
 
 
 def _labelled(records: list[Record], labelled: bool, kind: str | None, field) -> list | None:

@@ -87,15 +87,24 @@ class ExampleSampler:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the seed; refuse a position saved for other data or batch settings."""
-        current = self.state_dict()
-        for key in current:
-            if key not in state:
-                raise DataError(f"saved data state has no {key!r}")
-            if key != "seed" and state[key] != current[key]:
-                raise DataError(f"saved data state has {key} {state[key]} but this run has "
-                                f"{current[key]}; resume with the same data and batch settings")
-        self.seed = int(state["seed"])
+        self.seed = restored_seed(state, self.state_dict(), "the same data and batch settings")
         self._plan = None
+
+
+def restored_seed(saved: dict, current: dict, same: str) -> int:
+    """The seed of a saved data position, after checking that every other entry matches
+    this run's (a batch is a function of all of them).
+
+    Raises:
+        DataError: a key is missing or differs, naming both values and what to keep.
+    """
+    for key in current:
+        if key not in saved:
+            raise DataError(f"saved data state has no {key!r}")
+        if key != "seed" and saved[key] != current[key]:
+            raise DataError(f"saved data state has {key} {saved[key]} but this run has "
+                            f"{current[key]}; resume with {same}")
+    return int(saved["seed"])
 
 
 def eval_plan(lengths: np.ndarray, *, batch_size: int, max_batches: int | None,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from seqlab.data.batch import Batch
+from seqlab.data.sampling import restored_seed
 from seqlab.data.sources import Batches, DataSource, SourceContext, register_source
 from seqlab.data.synthetic import SyntheticGenerator
 from seqlab.errors import DataError
@@ -90,11 +91,4 @@ class SyntheticSource(DataSource):
                 "generator": dataclasses.asdict(self.generator)}
 
     def load_state_dict(self, state: dict) -> None:
-        current = self.state_dict()
-        for key in current:
-            if key not in state:
-                raise DataError(f"saved data state has no {key!r}")
-            if key != "seed" and state[key] != current[key]:
-                raise DataError(f"saved data state has {key} {state[key]} but this run has "
-                                f"{current[key]}; resume with the same task options")
-        self.seed = int(state["seed"])
+        self.seed = restored_seed(state, self.state_dict(), "the same task options")

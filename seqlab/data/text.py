@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqlab.data.tokenizers import Tokenizer
+from seqlab.data.sampling import restored_seed
+from seqlab.data.tokenizer_base import Tokenizer
 from seqlab.errors import DataError
 from seqlab.registry import closest
 
@@ -292,15 +293,7 @@ class RandomBlocks:
             DataError: a key is missing or ``block_size``, ``batch_size`` or ``n_tokens``
                 differs from the saved value (both values are named).
         """
-        current = self.state_dict()
-        for key in current:
-            if key not in d:
-                raise DataError(f"saved data state has no {key!r}")
-        for key in ("block_size", "batch_size", "n_tokens"):
-            if d[key] != current[key]:
-                raise DataError(f"saved data state has {key} {d[key]} but this run has "
-                                f"{current[key]}; resume with the same data and settings")
-        self.seed = int(d["seed"])
+        self.seed = restored_seed(d, self.state_dict(), "the same data and settings")
 
 
 def sequential_blocks(tokens: Tensor, *, block_size: int, batch_size: int,

@@ -29,7 +29,7 @@ from seqlab.data.batch import Batch
 from seqlab.data.sources import DATA_SOURCES, DataSource, SourceContext
 from seqlab.data.tokenizer_base import Tokenizer, load_tokenizer
 from seqlab.data.tokenizers import build_tokenizer
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, DataError
 from seqlab.models.build import build_backbone
 from seqlab.models.heads import Head, LossSum
 from seqlab.models.model import SequenceModel
@@ -257,7 +257,7 @@ class Objective:
         finally:
             model.train(was_training)
         if count == 0:
-            raise ConfigError("the evaluation data has nothing to score")
+            raise DataError("the evaluation data has nothing to score (no labelled position)")
         return {"val_loss": total / count, **metric.compute()}
 
     # -- artifacts and resume -------------------------------------------------------------

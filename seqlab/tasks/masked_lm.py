@@ -62,11 +62,11 @@ def choose_positions(eligible: np.ndarray, n: int, rng: np.random.Generator, *,
     if span_length is None or n <= 1:
         return np.sort(rng.choice(eligible, size=n, replace=False))
     chosen = np.zeros(len(eligible), dtype=bool)
-    while chosen.sum() < n:
-        length = min(int(rng.geometric(1.0 / span_length)), max_span, n - int(chosen.sum()))
+    while (count := int(chosen.sum())) < n:  # spans may overlap; never more than n in all
+        length = min(int(rng.geometric(1.0 / span_length)), max_span, n - count)
         start = int(rng.integers(0, len(eligible)))
         chosen[start:start + length] = True
-    return eligible[chosen][:n] if chosen.sum() > n else eligible[chosen]
+    return eligible[chosen]
 
 
 def mask_tokens(ids: Tensor, padding_mask: Tensor | None, rng: np.random.Generator, *,
