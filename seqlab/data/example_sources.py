@@ -76,7 +76,11 @@ class ExamplesOptions(ExampleOptions):
 class FeaturesOptions(ExampleOptions):
     """``labels``: a CSV/TSV/JSONL file naming each sequence's label by ``id_field``
     (otherwise labels come from the ``labels_key`` array of ``.npz`` files).
-    ``normalize``: standardise each feature channel with training mean and std."""
+    ``normalize``: ``dataset`` (or true) standardises each channel with the training
+    split's mean and std; ``sequence`` standardises each sequence's channels by its own
+    mean and std (instance normalisation: for signals whose gain and offset vary from one
+    recording to the next and carry no meaning); ``none`` (or false) reads the values as
+    stored."""
 
     labels: str | None = None
     labels_format: str = "auto"
@@ -84,7 +88,17 @@ class FeaturesOptions(ExampleOptions):
     features_key: str = "features"
     lengths_key: str = "lengths"
     labels_key: str = "labels"
-    normalize: bool = True
+    normalize: Union[bool, str] = "dataset"
+
+    NORMALIZE = ("dataset", "sequence", "none")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.normalize, bool):
+            self.normalize = "dataset" if self.normalize else "none"
+        if self.normalize not in self.NORMALIZE:
+            raise ConfigError(f"data.normalize must be one of {', '.join(self.NORMALIZE)} (or "
+                              f"true/false), got {self.normalize!r}")
 
 
 class ExampleSource(DataSource):
@@ -310,7 +324,7 @@ class FeaturesSource(ExampleSource):
         return row
 
     def _fit_features(self) -> None:
-        if self.options.normalize and self.mean is None:
+        if self.options.normalize == "dataset" and self.mean is None:
             values = self.train.values
             self.mean = values.mean(0).astype(np.float32)
             self.std = np.maximum(values.std(0), 1e-6).astype(np.float32)
@@ -329,5 +343,12 @@ class FeaturesSource(ExampleSource):
         stats = None if self.mean is None else {"mean": self.mean.tolist(), "std": self.std.tolist()}
         return {**super().fitted(), "features": stats, "width": self.width}
 
+    def _standardise(self, row: np.ndarray) -> np.ndarray:
+        if self.options.normalize == "sequence":
+            return (row - row.mean(0)) / np.maximum(row.std(0), 1e-6)
+        if self.mean is not None:
+            return (row - self.mean) / self.std
+        return row
+
     def _batch(self, examples: ExampleSet, indices: np.ndarray):
-        return examples.batch(indices, mean=self.mean, std=self.std)
+        return examples.batch(indices, transform=self._standardise)

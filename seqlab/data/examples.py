@@ -8,6 +8,7 @@ gathers its rows and pads them (``seqlab.data.batch.pad``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -63,13 +64,13 @@ class ExampleSet:
         return self.values[self.offsets[i]:self.offsets[i + 1]]
 
     def batch(self, indices: np.ndarray, *, pad_id: int = 0,
-              mean: np.ndarray | None = None, std: np.ndarray | None = None) -> Batch:
-        """Gather and pad the examples at ``indices``; features are standardised with
-        ``mean``/``std`` when given."""
+              transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Batch:
+        """Gather and pad the examples at ``indices``; ``transform`` maps each feature
+        row (e.g. standardises it) before padding."""
         rows = [self.row(i) for i in indices]
         if self.values.dtype.kind == "f":
-            if mean is not None:
-                rows = [(r - mean) / std for r in rows]
+            if transform is not None:
+                rows = [transform(r) for r in rows]
             inputs, mask = pad(rows, value=0.0, dtype=torch.float32)
         else:
             inputs, mask = pad(rows, value=pad_id, dtype=torch.int64)

@@ -70,7 +70,7 @@ def test_example_set_standardises_features_then_pads_with_zero():
             np.array([[5.0, 50.0]], dtype=np.float32)]
     ex = ExampleSet.from_rows(rows, [0, 1], "class", ["a", "b"])
     mean, std = np.array([1.0, 10.0], np.float32), np.array([2.0, 10.0], np.float32)
-    batch = ex.batch(np.array([0, 1]), mean=mean, std=std)
+    batch = ex.batch(np.array([0, 1]), transform=lambda r: (r - mean) / std)
     assert batch.inputs.dtype == torch.float32
     assert batch.inputs.tolist() == [[[0.0, 0.0], [1.0, 2.0]], [[2.0, 4.0], [0.0, 0.0]]]
     assert batch.targets.tolist() == [0, 1]

@@ -12,7 +12,8 @@ import torch
 
 from seqlab.data.batch import IGNORE
 from seqlab.data.sources import DATA_SOURCES, SourceContext
-from seqlab.errors import DataError
+import seqlab
+from seqlab.errors import ConfigError, DataError
 
 F = 3
 
@@ -333,3 +334,22 @@ def test_a_file_that_is_not_numpy_is_named(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(DataError, match=rf"{path}: not a NumPy \.npy or \.npz file"):
         source(path, label_kind=None)
+
+
+def test_sequence_normalisation_removes_each_recordings_gain_and_offset(tmp_path):
+    rng = np.random.default_rng(0)
+    base = [rng.normal(size=(n, 2)).astype(np.float32) for n in (5, 9, 7, 6)]
+    scaled = [b * rng.uniform(0.1, 10.0, size=2) + rng.normal(size=2) * 50 for b in base]
+    for name, rows in (("a", base), ("b", scaled)):
+        np.savez(tmp_path / f"{name}.npz", features=np.concatenate(rows).astype(np.float32),
+                 lengths=np.array([len(r) for r in rows]), labels=np.arange(4) % 2)
+    batches = []
+    for name in ("a", "b"):
+        src = source(tmp_path / f"{name}.npz", normalize="sequence", val_path=str(tmp_path / f"{name}.npz"))
+        batches.append(next(iter(src.eval_sets()["val"]())))
+    torch.testing.assert_close(batches[0].inputs, batches[1].inputs, atol=1e-4, rtol=1e-4)
+    real = batches[0].inputs[batches[0].padding_mask]
+    assert abs(float(real.mean())) < 1e-5
+    with pytest.raises(ConfigError, match="data.normalize must be one of dataset, sequence, none"):
+        seqlab.RunConfig.from_dict({"task": "classify", "data": {"source": "features", "path": "x",
+                                                                 "normalize": "instance"}})

@@ -459,3 +459,15 @@ def test_kill_9_during_save_leaves_previous_loadable(tmp_path):
     assert ckpt.step == 1 and ckpt.state == {"step": 1}
     assert mgr.clean_stale() == leftovers
     assert [p.name for p in directory.iterdir()] == ["step-00000001"]
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from seqlab.io import atomic_write
+
+    atomic_write(tmp_path / "a.txt", "x")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
