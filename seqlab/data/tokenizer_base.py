@@ -48,6 +48,7 @@ class Tokenizer(ABC):
     _fields: ClassVar[dict[str, type]] = {}
     _optional: ClassVar[dict[str, type]] = {}
     default_specials: ClassVar[list[str]]
+    learns_vocabulary: ClassVar[bool] = False  # does ``build`` read the training texts?
 
     special_tokens: list[str]
     pad_id: int

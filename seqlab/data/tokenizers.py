@@ -90,6 +90,7 @@ class CharTokenizer(Tokenizer):
 
     kind = "char"
     unit = "char"
+    learns_vocabulary = True
     default_specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
     _fields = {"special_tokens": list, "chars": list}
 
@@ -179,6 +180,7 @@ class IdsTokenizer(Tokenizer):
 
     kind = "ids"
     unit = "token"
+    learns_vocabulary = True
     default_specials = ["<pad>", "<bos>", "<eos>"]
     _fields = {"size": int, "special_tokens": list}
 

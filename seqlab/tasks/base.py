@@ -28,7 +28,7 @@ from torch import nn
 from seqlab.data.batch import Batch
 from seqlab.data.sources import DATA_SOURCES, DataSource, SourceContext
 from seqlab.data.tokenizer_base import Tokenizer, load_tokenizer
-from seqlab.data.tokenizers import build_tokenizer
+from seqlab.data.tokenizers import TOKENIZERS, build_tokenizer
 from seqlab.errors import ConfigError, DataError
 from seqlab.models.build import build_backbone
 from seqlab.models.heads import Head, LossSum
@@ -176,7 +176,7 @@ class Objective:
                                   f"{self.name} needs (it was written before masked LM existed "
                                   "or for another objective); leave tokenizer.path unset")
             return tokenizer
-        learns = cfg.kind in ("char", "ids")
+        learns = TOKENIZERS.get(cfg.kind).learns_vocabulary
         return build_tokenizer(cfg.kind, self.source.texts() if learns else (),
                                mask=self.needs_mask_token)
 
