@@ -276,7 +276,8 @@ class Attention(Mixer):
             return self.kernel(q, k, v, mask=None, is_causal=causal_square and Tq > 1,
                                dropout=dropout)
 
-        if mask is not None:
+        guard = mask is not None and self._some_query_sees_no_key(key_mask, offset)
+        if guard:
             # A query with no visible key (e.g. a padded slot) would give NaN: let it see
             # every key, then zero its output, so values and gradients stay finite.
             mask = mask.expand(q.shape[0], 1, Tq, Tk)
@@ -288,9 +289,23 @@ class Attention(Mixer):
         else:
             attn = mask
         y = self.kernel(q, k, v, mask=attn, is_causal=False, dropout=dropout)
-        if mask is not None:
+        if guard:
             y = y * has_key.to(y.dtype)
         return y
+
+    def _some_query_sees_no_key(self, key_mask: Tensor | None, offset: int) -> bool:
+        """Whether a query row could be left with no visible key, so the guard is needed.
+        Without padding every query sees at least slot 0; with padding, a row with no real
+        key, or (causal) a row whose first real key comes after the first query's slot,
+        leaves some query blind. Right-padded batches skip the guard's (B, Tq, Tk) work."""
+        if key_mask is None:
+            return False
+        if not bool(key_mask.any(-1).all()):
+            return True
+        if not self.causal:
+            return False
+        first = key_mask.to(torch.int8).argmax(-1)  # (B,) first real key slot
+        return bool((first > offset).any())
 
 
 @dataclass
