@@ -122,4 +122,5 @@ def masked_fill_padding(x: Tensor, padding_mask: Tensor | None) -> Tensor:
     """Zero the padded positions of ``x`` (B, T, D) so nothing stored there can leak."""
     if padding_mask is None:
         return x
-    return x.masked_fill(~padding_mask.unsqueeze(-1), 0.0)
+    # One pass (masked_fill copies, then fills), and NaN or inf in padding is replaced too.
+    return torch.where(padding_mask.unsqueeze(-1), x, x.new_zeros(()))
