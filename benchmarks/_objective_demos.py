@@ -10,6 +10,7 @@ attention.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Job:
     after: str | None = None
     cost: float = 0.0
     overrides: list[str] = field(default_factory=list)
+    pretrain: dict | None = None  # a run trained first; ``config`` then starts from its weights
 
 
 # -- data ------------------------------------------------------------------------------
@@ -46,6 +48,7 @@ class Job:
 TAG_FILES = (200, 12)  # files of the tagging set (full, --quick)
 MLM_BYTES = ((3_000_000, 250_000), (60_000, 20_000))  # train, val bytes (full, --quick)
 DYNAMICS = ((2400, 600), (120, 60))  # train, val sequences (full, --quick)
+PRETRAIN_BYTES = (3_000_000, 60_000)  # masked-LM pre-training text for classify (full, --quick)
 
 
 def prepare_data(demo: str, workdir: Path, *, quick: bool = False) -> dict:
@@ -59,8 +62,12 @@ def prepare_data(demo: str, workdir: Path, *, quick: bool = False) -> dict:
         cap = 24 if quick else 160
         s = write_package_snippets(out, snippet_bytes=512, per_package_cap=cap,
                                    min_snippets=min(cap, 32))
+        val_files = {json.loads(line)["file"]
+                     for line in (out / "val.jsonl").read_text(encoding="utf-8").splitlines()}
+        pretrain = _copy_library(out / "pretrain", PRETRAIN_BYTES[quick], 0, exclude=val_files)
         return {"labels": s["labels"], "files": s["files"], "records": s["records"],
-                "counts": s["counts"]}
+                "counts": s["counts"], "pretrain": {"files": pretrain["files"]["train"],
+                                                    "bytes": pretrain["bytes"]["train"]}}
     if demo == "mlm":
         return _copy_library(out, *MLM_BYTES[quick])
     if demo == "features":
@@ -73,12 +80,14 @@ def prepare_data(demo: str, workdir: Path, *, quick: bool = False) -> dict:
     raise ValueError(f"unknown demo {demo!r}")
 
 
-def _copy_library(out: Path, train_bytes: int, val_bytes: int, seed: int = 0) -> dict:
+def _copy_library(out: Path, train_bytes: int, val_bytes: int, seed: int = 0,
+                  exclude: set[str] = frozenset()) -> dict:
     """Standard-library .py files (tests left out), whole files in a seeded random order,
     copied into ``train/`` until it holds ``train_bytes`` and then into ``val/`` until
-    ``val_bytes``: the split is by file."""
+    ``val_bytes``: the split is by file. ``exclude``: paths relative to the library folder
+    to leave out (another demo's validation files)."""
     root = stdlib_dir()
-    files = library_files()
+    files = [f for f in library_files() if f.relative_to(root).as_posix() not in exclude]
     random.Random(seed).shuffle(files)
     held = {"train": 0, "val": 0}
     count = {"train": 0, "val": 0}
@@ -173,6 +182,23 @@ def classify_jobs(workdir: Path, *, quick: bool = False, steps: int | None = Non
                   "tokenizer": {"kind": "byte"}, "data": data,
                   "train": _train(n, 16, LR[model["mixer"]])}
         jobs.append(Job("classify", name, "seqlab", config=config, cost=cost[name] * n))
+    # The attention encoder again, first pre-trained with masked_lm on other library files
+    # (none of the validation files), then fine-tuned from those weights with a new head.
+    attention = models["attention"]
+    m = _steps(1200, quick, steps, scale)
+    pretrain = {"task": "masked_lm", "task_options": {"mask_prob": 0.15},
+                "model": dict(attention, context_length=256),
+                "tokenizer": {"kind": "byte"},
+                "data": {"path": str(workdir / "classify" / "pretrain" / "train"),
+                         "val_fraction": 0.02, "extensions": [".py"]},
+                "train": _train(m, 32, LR["attention"], evals=2, eval_batches=4 if quick else 20)}
+    config = {"task": "classify",
+              "task_options": {"pooling": "mean", "class_weights": "balanced"},
+              "model": dict(attention, context_length=512, dropout=0.1),
+              "data": data, "init": {"exclude": ["head.*"]},
+              "train": _train(n, 16, LR["attention"])}
+    jobs.append(Job("classify", "attention_mlm_init", "seqlab", config=config, pretrain=pretrain,
+                    cost=cost["attention"] * n + 0.5 * m))
     return jobs
 
 

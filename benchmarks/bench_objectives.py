@@ -84,7 +84,19 @@ def _train(job: Job, workdir: Path) -> dict:
 
     run_dir = workdir / "runs" / job.demo / job.name
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = seqlab.RunConfig.from_dict(json.loads(json.dumps(job.config)), job.overrides)
+    settings = json.loads(json.dumps(job.config))
+    pretrained = None
+    if job.pretrain is not None:
+        pre_dir = run_dir.with_name(job.name + "-pretrain")
+        shutil.rmtree(pre_dir, ignore_errors=True)
+        pre_config = seqlab.RunConfig.from_dict(json.loads(json.dumps(job.pretrain)), job.overrides)
+        pre = seqlab.fit(pre_config, pre_dir)
+        pretrained = {"task": pre_config.task, "steps": pre_config.train.steps,
+                      "batch_size": pre_config.train.batch_size,
+                      "context": pre_config.model.context_length, "fit_s": pre.seconds,
+                      "metrics": seqlab.load(pre_dir).evaluate()}
+        settings["init"]["run"] = str(pre_dir)
+    config = seqlab.RunConfig.from_dict(settings, job.overrides)
     result = seqlab.fit(config, run_dir)
     fit_s = result.seconds
     start = time.perf_counter()
@@ -102,6 +114,12 @@ def _train(job: Job, workdir: Path) -> dict:
            "final_train_loss": sum(train_losses[-5:]) / max(len(train_losses[-5:]), 1),
            "best_step": best.get("step"), "last_eval": evals[-1] if evals else {},
            "metrics": metrics, "model": _model_summary(run.config.model)}
+    if pretrained is not None:
+        row["pretrain"] = pretrained
+        row["model"] += (f"; first pre-trained with {pretrained['task']} ({pretrained['steps']} × "
+                         f"{pretrained['batch_size']} × {pretrained['context']}, "
+                         f"{pretrained['fit_s']:.0f} s, masked accuracy "
+                         f"{pretrained['metrics'].get('masked_accuracy', float('nan')):.3f})")
     if job.after is not None:
         row.update(BASELINES[job.after](workdir, run=run))
     if job.demo in PREDICTED:
