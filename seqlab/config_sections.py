@@ -146,7 +146,10 @@ class ParamGroup:
 class TrainConfig:
     """How to train. ``eval_batches``: at most this many batches per evaluation while
     training (None: the data source's default: every held-out example, or 20 batches of
-    text blocks). ``freeze``: glob patterns of
+    text blocks). ``best_metric``: the validation metric that picks the weights a run
+    keeps in ``model.safetensors`` (default ``val_loss``; e.g. ``accuracy`` for a
+    classifier whose loss rises from overconfidence while its accuracy still improves);
+    the objective says whether higher or lower is better. ``freeze``: glob patterns of
     parameter names that stay fixed. ``param_groups``: parameters with their own learning
     rate or weight decay (see ``ParamGroup``)."""
 
@@ -164,6 +167,7 @@ class TrainConfig:
     device: str = "auto"
     eval_every: int = 200
     eval_batches: int | None = None
+    best_metric: str = "val_loss"
     log_every: int = 10
     save_every: int | None = None
     keep_checkpoints: int = 2

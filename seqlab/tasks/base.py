@@ -87,7 +87,13 @@ def register_objective(name: str, options: type = NoOptions, *, sources: tuple[s
 
 
 class Metric(ABC):
-    """Accumulates one objective's metrics over evaluation batches."""
+    """Accumulates one objective's metrics over evaluation batches.
+
+    ``directions``: the metrics of ``compute`` that a run may keep its best weights by
+    (``train.best_metric``), each ``"max"`` (higher is better) or ``"min"``.
+    """
+
+    directions: dict[str, str] = {}
 
     @abstractmethod
     def update(self, result: LossSum, batch: Batch) -> None:
@@ -226,6 +232,18 @@ class Objective:
     @abstractmethod
     def metric(self) -> Metric:
         """A fresh accumulator of this objective's metrics."""
+
+    def selection(self, name: str) -> str:
+        """``"min"`` or ``"max"``: how ``train.best_metric`` = ``name`` ranks evaluations.
+
+        Raises:
+            ConfigError: ``name`` is not one of this objective's selectable metrics.
+        """
+        directions = {"val_loss": "min", **self.metric().directions}
+        if name not in directions:
+            raise ConfigError(f"train.best_metric {name!r} is not a metric of {self.name}; "
+                              f"valid: {', '.join(sorted(directions))}")
+        return directions[name]
 
     def evaluators(self) -> dict[str, Evaluator]:
         """Named evaluators, ``val`` first; the trainer logs every other one under its name."""

@@ -54,6 +54,7 @@ class LMMetric(Metric):
     stand for: specials such as ``eos`` count as no text."""
 
     def __init__(self, tokenizer: Tokenizer):
+        self.directions = {"perplexity": "min", bits_key(tokenizer): "min"}
         self.tokenizer = tokenizer
         self.total, self.count, self.units = 0.0, 0.0, 0
 

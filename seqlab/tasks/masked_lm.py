@@ -103,6 +103,8 @@ def mask_tokens(ids: Tensor, padding_mask: Tensor | None, rng: np.random.Generat
 class MaskedLMMetric(Metric):
     """``masked_accuracy`` (top-1 over the chosen positions) and ``perplexity``."""
 
+    directions = {"masked_accuracy": "max", "perplexity": "min"}
+
     def __init__(self):
         self.correct = self.count = 0
         self.total = 0.0

@@ -41,6 +41,8 @@ class ClassificationMetric(Metric):
     class training never saw; each counts as a miss). ``confusion`` keeps the matrix of
     the last evaluation for plots: (C + 1, C), the last row being the unseen examples."""
 
+    directions = {"accuracy": "max", "macro_f1": "max"}
+
     def __init__(self, names: list):
         self.names = names
         self.confusion = torch.zeros(len(names) + 1, len(names), dtype=torch.long)
@@ -89,6 +91,7 @@ class TaggingMetric(Metric):
     for BIO tags segment-level ``span_precision``, ``span_recall``, ``span_f1``."""
 
     def __init__(self, names: list, *, spans: bool):
+        self.directions = {"accuracy": "max", "macro_f1": "max", **({"span_f1": "max"} if spans else {})}
         self.names = names
         self.confusion = torch.zeros(len(names) + 1, len(names), dtype=torch.long)
         self.spans = spans
@@ -129,6 +132,8 @@ class TaggingMetric(Metric):
 class RegressionMetric(Metric):
     """``mae``, ``rmse`` and ``r2`` (coefficient of determination: 1 - SSE / SST, mean over
     targets), in the targets' own units; per target too when there are several."""
+
+    directions = {"mae": "min", "rmse": "min", "r2": "max"}
 
     def __init__(self, names: list[str]):
         self.names = names

@@ -106,6 +106,7 @@ class SyntheticMetric(Metric):
     ``|error| < tolerance``) and, for regression, ``mse``."""
 
     def __init__(self, generator: SyntheticGenerator):
+        self.directions = {"accuracy": "max", **({"mse": "min"} if generator.regression else {})}
         self.generator = generator
         self.correct, self.n, self.sq = 0, 0, 0.0
 

@@ -43,9 +43,15 @@ class TrainResult:
     run_dir: Path
     step: int
     metrics: dict = field(default_factory=dict)  # last evaluation
-    best_val_loss: float | None = None
+    best: float | None = None  # the best value of ``best_metric`` (the weights kept)
+    best_metric: str = "val_loss"
     interrupted: bool = False
     seconds: float = 0.0
+
+    @property
+    def best_val_loss(self) -> float | None:
+        """The lowest validation loss, when the run keeps its weights by it."""
+        return self.best if self.best_metric == "val_loss" else None
 
 
 class Trainer:
@@ -99,6 +105,7 @@ class Trainer:
         torch.manual_seed(self.config.seed)
         # Read the data before creating anything, so bad data leaves no empty run behind.
         self.objective.prepare(self.run_dir, resume=self.resume)
+        self.best_mode = self.objective.selection(cfg.best_metric)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints.clean_stale()
         for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / PLOTS_DIR)]:
@@ -159,7 +166,7 @@ class Trainer:
         if self.restore_rng:
             set_rng_state(state["rng"])
         self.step = int(state["step"])
-        self.best = state.get("best_val_loss")
+        self.best = _saved_best(state, self.config.train.best_metric)
         self.metrics.truncate_after(self.step)
         atomic_write(self.run_dir / CONFIG_FILE, self.config.to_yaml())
         logger.info("resumed %s at step %d", self.run_dir, self.step)
@@ -172,12 +179,13 @@ class Trainer:
         cfg = self.config.train
         with ProcessSettings(num_threads=cfg.num_threads, flush_denormal=cfg.flush_denormal):
             self._setup()
-            result = TrainResult(self.run_dir, self.step, best_val_loss=self.best)
+            result = TrainResult(self.run_dir, self.step, best=self.best,
+                                 best_metric=cfg.best_metric)
             self._loop(result, until_step)
         if not (self.run_dir / WEIGHTS_FILE).exists():
             self._save_weights()  # no evaluation ran: the last weights are the ones to use
         plot_losses(self.metrics.read(), self.run_dir / PLOTS_DIR / "loss.png")
-        result.step, result.best_val_loss = self.step, self.best
+        result.step, result.best = self.step, self.best
         result.seconds = time.perf_counter() - start_time
         return result
 
@@ -280,9 +288,10 @@ class Trainer:
                 metrics.update({f"{name}/{key.removeprefix('val_')}": v for key, v in found.items()})
         self.metrics.append({"step": self.step, **metrics})
         logger.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        val = metrics.get("val_loss")
-        if val is not None and math.isfinite(val) and (self.best is None or val < self.best):
-            self.best = val
+        value = metrics.get(self.config.train.best_metric)
+        if value is not None and math.isfinite(value) and (
+                self.best is None or (value > self.best if self.best_mode == "max" else value < self.best)):
+            self.best = value
             self._save_weights()
         plots = self.run_dir / PLOTS_DIR
         plot_losses(self.metrics.read(), plots / "loss.png")
@@ -295,7 +304,8 @@ class Trainer:
 
     def _save_checkpoint(self) -> None:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-                 "data": self.objective.data_state(), "best_val_loss": self.best}
+                 "data": self.objective.data_state(),
+                 "best": {"metric": self.config.train.best_metric, "value": self.best}}
         self.checkpoints.save(self.step, model=model_tensors(self.model), state=state)
 
     def _progress(self):
@@ -305,3 +315,13 @@ class Trainer:
 
         return tqdm(total=self.config.train.steps, initial=self.step, desc="train",
                     unit="step", dynamic_ncols=True, mininterval=0.5)
+
+
+def _saved_best(state: dict, metric: str) -> float | None:
+    """The best value a checkpoint holds for ``metric``; None when it ranked by another
+    one (the next evaluation then sets it). Checkpoints written before
+    ``train.best_metric`` existed hold ``best_val_loss``."""
+    best = state.get("best")
+    if isinstance(best, dict):
+        return best["value"] if best.get("metric") == metric else None
+    return state.get("best_val_loss") if metric == "val_loss" else None
