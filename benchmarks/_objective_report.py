@@ -32,19 +32,24 @@ def _count(n) -> str:
 
 
 def _labelled_table(rows: list[dict]) -> str:
+    """Accuracy is that of the weights kept (lowest validation loss); the last column is
+    the accuracy of the last evaluation, which differs when the loss rose while the
+    accuracy did not fall (overconfidence)."""
     header = ["model", "what", "params", "steps × batch", "lr", "train s", "eval s",
-              "train loss (last)", "val loss", "accuracy", "macro-F1"]
+              "train loss (last)", "val loss", "accuracy", "macro-F1", "accuracy (last eval)"]
     body = []
     for r in sorted(rows, key=lambda r: (r["kind"] != "baseline", -r["metrics"]["accuracy"])):
         m = r["metrics"]
         if r["kind"] == "baseline":
             body.append([f"baseline: {r['name']}", r["model"], _count(r["params"]), "—", "—",
-                         _f(r["fit_s"], 1), "—", "—", "—", _f(m["accuracy"]), _f(m["macro_f1"])])
+                         _f(r["fit_s"], 1), "—", "—", "—", _f(m["accuracy"]), _f(m["macro_f1"]),
+                         "—"])
         else:
             body.append([f"**{r['name']}**", r["model"], _count(r["params"]),
                          f"{r['steps']} × {r['batch_size']}", f"{r['lr']:g}", _f(r["fit_s"], 0),
                          _f(r["eval_s"], 1), _f(r["final_train_loss"]), _f(m["val_loss"]),
-                         _f(m["accuracy"]), _f(m["macro_f1"])])
+                         _f(m["accuracy"]), _f(m["macro_f1"]),
+                         f"{_f(r['last_eval'].get('accuracy'))} (step {r['last_eval'].get('step')})"])
     return markdown_table(header, body)
 
 
@@ -82,9 +87,13 @@ def _section(record: dict) -> str:
     failed = [r for r in record["rows"] if "error" in r]
     stamps = sorted({r["measured"] for r in record["rows"]})
     when = stamps[0] if len(stamps) == 1 else f"{stamps[0]} to {stamps[-1]}" if stamps else "—"
+    runs = sorted({(r.get("machine", record["machine"]), r.get("workers", record["workers"]),
+                    r.get("command", record.get("command", "?"))) for r in record["rows"]})
     lines = [f"## {TITLES[demo]}", "",
-             f"Measured {when}; {record['machine']}; {record['workers']} "
-             f"jobs at a time, each on 1 thread."
+             f"Measured {when}; " + "; ".join(
+                 f"{machine}, {workers} jobs at a time, each on 1 thread"
+                 + (f" (`{command}`: {', '.join(r['name'] for r in record['rows'] if r.get('command', record.get('command')) == command)})"
+                    if len(runs) > 1 else "") for machine, workers, command in runs) + "."
              + (f" Config overrides: `{' '.join(record['overrides'])}`." if record["overrides"] else "")
              + (" **--quick smoke run: not a measurement.**" if record["quick"] else ""), ""]
     if failed:
@@ -153,8 +162,8 @@ def _section(record: dict) -> str:
                   _consistency(rows), "", _per_label_table(rows, classes, "F1 per class:")]
     train_s = sum(r["wall_s"] for r in record["rows"])
     lines += ["", f"Sum of the job times in this demo (each job: data loading, training, "
-                  f"evaluation and prediction): {train_s / 60:.1f} min, run {record['workers']} "
-                  f"at a time as part of `{record.get('command', '?')}`, which took "
+                  f"evaluation and prediction): {train_s / 60:.1f} min. The last command "
+                  f"(`{record.get('command', '?')}`) took "
                   f"{record.get('command_s', float('nan')) / 60:.1f} min in all."]
     return "\n".join(lines)
 

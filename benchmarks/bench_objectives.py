@@ -215,8 +215,11 @@ def main() -> None:
         for job in jobs:
             job.overrides = list(args.set)
 
+        command = " ".join(["python", "benchmarks/bench_objectives.py", *sys.argv[1:]])
+
         def done(row: dict) -> None:  # each demo's record is rewritten as its rows come in
             record = records[row["demo"]]
+            row.update(machine=record["machine"], workers=args.workers, command=command)
             record["rows"].append(row)
             _write(out_dir / f"{row['demo']}.json", json.dumps(record, indent=1) + "\n")
 
