@@ -116,8 +116,9 @@ def _recurrent(cell: str, d_model: int, *, causal: bool = True) -> dict:
                 mixer_options={cell: {"num_layers": 2}})
 
 
-def _train(steps: int, batch_size: int, lr: float, *, evals: int = 4, eval_batches=None) -> dict:
-    return {"steps": steps, "batch_size": batch_size, "lr": lr,
+def _train(steps: int, batch_size: int, lr: float, *, evals: int = 4, eval_batches=None,
+           **more) -> dict:
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, **more,
             "warmup_steps": max(1, steps // 20), "eval_every": max(1, steps // evals),
             "eval_batches": eval_batches, "log_every": max(1, min(10, steps // 10)),
             "num_threads": 1, "progress": False}
@@ -180,7 +181,7 @@ def classify_jobs(workdir: Path, *, quick: bool = False, steps: int | None = Non
                   "task_options": {"pooling": "mean", "class_weights": "balanced"},
                   "model": dict(model, context_length=512, dropout=0.1),
                   "tokenizer": {"kind": "byte"}, "data": data,
-                  "train": _train(n, 16, LR[model["mixer"]])}
+                  "train": _train(n, 16, LR[model["mixer"]], best_metric="accuracy")}
         jobs.append(Job("classify", name, "seqlab", config=config, cost=cost[name] * n))
     # The attention encoder again, first pre-trained with masked_lm on other library files
     # (none of the validation files), then fine-tuned from those weights with a new head.
@@ -196,7 +197,7 @@ def classify_jobs(workdir: Path, *, quick: bool = False, steps: int | None = Non
               "task_options": {"pooling": "mean", "class_weights": "balanced"},
               "model": dict(attention, context_length=512, dropout=0.1),
               "data": data, "init": {"exclude": ["head.*"]},
-              "train": _train(n, 16, LR["attention"])}
+              "train": _train(n, 16, LR["attention"], best_metric="accuracy")}
     jobs.append(Job("classify", "attention_mlm_init", "seqlab", config=config, pretrain=pretrain,
                     cost=cost["attention"] * n + 0.5 * m))
     return jobs

@@ -106,11 +106,13 @@ def _train(job: Job, workdir: Path) -> dict:
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_losses = [r["loss"] for r in log if "loss" in r]
     evals = [r for r in log if "val_loss" in r]
-    best = min(evals, key=lambda r: r["val_loss"]) if evals else {}
+    metric = config.train.best_metric
+    higher = run.objective.selection(metric) == "max"
+    best = (max if higher else min)(evals, key=lambda r: r[metric]) if evals else {}
     row = {"params": sum(p.numel() for p in run.model.parameters()),
            "steps": config.train.steps, "batch_size": config.train.batch_size,
            "context": config.model.context_length,
-           "lr": config.train.lr, "fit_s": fit_s, "eval_s": eval_s,
+           "lr": config.train.lr, "fit_s": fit_s, "eval_s": eval_s, "best_metric": metric,
            "final_train_loss": sum(train_losses[-5:]) / max(len(train_losses[-5:]), 1),
            "best_step": best.get("step"), "last_eval": evals[-1] if evals else {},
            "metrics": metrics, "model": _model_summary(run.config.model)}
