@@ -54,3 +54,27 @@ def test_kill_9_during_training_then_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert manager.load_latest().step == killed_at + 3
     assert not [p for p in (run / "trainer").iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_step_saves_and_exits(tmp_path):
+    """What a scheduler or torchrun sends before killing: the run saves where it stopped."""
+    (tmp_path / "data.txt").write_text("a stream of text for a tiny model. " * 300)
+    config = {"model": {"preset": "gpt-tiny", "d_model": 32, "n_layers": 1, "context_length": 16},
+              "data": {"path": str(tmp_path / "data.txt")},
+              "train": {"steps": 100000, "batch_size": 4, "eval_every": 1000, "save_every": 50,
+                        "progress": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    child = subprocess.Popen(SEQLAB + ["train", str(tmp_path / "c.yaml"), "--out", str(run)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manager = CheckpointManager(run / "trainer")
+    deadline = time.time() + 120
+    while (manager.latest_step() or 0) < 50 and time.time() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err[-2000:]  # interrupted, not killed (-15)
+    stopped = int(out.split("interrupted at step ")[1].split(";")[0])
+    assert stopped >= 50 and manager.load_latest().step == stopped and "SIGTERM" in err
+    assert "Traceback" not in err

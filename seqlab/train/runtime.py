@@ -78,25 +78,38 @@ class ProcessSettings:
 
 
 class GracefulInterrupt:
-    """Turn the first Ctrl-C into a request to stop after the current step, so the
-    checkpoint saved then is consistent; a second Ctrl-C interrupts at once."""
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a request to stop after the current
+    step, so the checkpoint saved then is consistent; a second one interrupts at once.
+
+    SIGTERM is what schedulers (Slurm preemption, Kubernetes) and torchrun send before
+    they kill a process, so it gets the same grace as Ctrl-C instead of killing the run
+    without a save. ``signal_name`` holds the signal that asked. Handlers are installed
+    only in the main thread (Python delivers signals there) and restored on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        logger.warning("stopping after this step (press Ctrl-C again to abort at once)")
+        self.signal_name = signal.Signals(signum).name
+        logger.warning("%s: stopping after this step and saving a checkpoint (send it again "
+                       "to abort at once)", self.signal_name)
 
     def __enter__(self) -> "GracefulInterrupt":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
         return False

@@ -219,12 +219,15 @@ class Trainer:
                     last = self.step == cfg.steps
                     if self.step % cfg.eval_every == 0 or last:
                         result.metrics = self._evaluate()
-                    if self.step % save_every == 0 or last:
+                    saved = self.step % save_every == 0 or last
+                    if saved:
                         self._save_checkpoint()
                     if (interrupt.requested or self.step == until_step) and not last:
                         if interrupt.requested:
-                            logger.warning("interrupted at step %d; saving a checkpoint", self.step)
-                        self._save_checkpoint()
+                            logger.warning("%s at step %d; saving a checkpoint",
+                                           interrupt.signal_name, self.step)
+                        if not saved:
+                            self._save_checkpoint()
                         result.interrupted = interrupt.requested
                         break
         finally:

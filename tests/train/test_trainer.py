@@ -83,22 +83,36 @@ def test_resume_without_rng_state_breaks_equality(corpus, tmp_path):
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resume_finishes_exactly(corpus, tmp_path,
+                                                                          monkeypatch, sig):
     config = tiny_config(corpus)
+    Trainer(config, tmp_path / "straight").fit()
     trainer = Trainer(config, tmp_path / "run")
     original = trainer.task.train_batch
 
     def interrupting(step, micro):
         if step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)  # arrives mid-step: the step finishes, then a save
         return original(step, micro)
 
+    def unhandled(signum, frame):  # what runs if the trainer does not catch the signal
+        raise AssertionError(f"{signal.Signals(signum).name} was not handled by the trainer")
+
     monkeypatch.setattr(trainer.task, "train_batch", interrupting)
-    result = trainer.fit()
+    previous = signal.signal(sig, unhandled)
+    try:
+        result = trainer.fit()
+        assert signal.getsignal(sig) is unhandled  # the trainer put the handler back
+    finally:
+        signal.signal(sig, previous)
     assert result.interrupted and result.step == 3
     assert CheckpointManager(tmp_path / "run" / "trainer").latest_step() == 3
     result = Trainer(config, tmp_path / "run", resume=True).fit()
     assert result.step == 8 and not result.interrupted
+    step, weights = final_weights(tmp_path / "run")
+    _, straight = final_weights(tmp_path / "straight")
+    assert step == 8 and all(torch.equal(weights[k], straight[k]) for k in straight)
 
 
 def test_non_finite_loss_stops_naming_the_step(corpus, tmp_path, monkeypatch):
