@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list model presets with parameter counts")
     _add_common(p)
 
+    p = sub.add_parser("runs", help="list the runs under a folder, or compare runs",
+                       description="seqlab runs [DIR]: every run directory under DIR (default "
+                                   "runs), with its objective, size, progress and kept "
+                                   "weights. seqlab runs compare RUN RUN ...: their metrics in "
+                                   "one table and their loss curves in one PNG.")
+    p.add_argument("args", nargs="*", metavar="DIR | compare RUN ...")
+    p.add_argument("--plot", default="runs-compare.png",
+                   help="compare: where to write the loss curves (default: runs-compare.png)")
+    _add_common(p)
+
     from seqlab.bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub, _add_common)
@@ -195,6 +205,34 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from pathlib import Path
+
+    from seqlab.runs import comparison, find_runs, listing, plot_comparison, summarize
+
+    if args.args[:1] == ["compare"]:
+        if len(args.args) < 2:
+            print("seqlab: error: runs compare needs one or more run directories",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        summaries = [summarize(run) for run in args.args[1:]]
+        print(comparison(summaries))
+        if plot_comparison(summaries, Path(args.plot)):
+            print(f"loss curves: {args.plot}")
+        return 0
+    if len(args.args) > 1:
+        print(f"seqlab: error: runs takes one folder (or: runs compare RUN ...), got "
+              f"{' '.join(args.args)}", file=sys.stderr)
+        return EXIT_ERROR
+    root = Path(args.args[0] if args.args else "runs")
+    runs = find_runs(root)
+    if not runs:
+        print(f"no runs under {root}")
+        return 0
+    print(listing([summarize(run) for run in runs], root))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from seqlab.bench.cli import cmd_bench as run
 
@@ -203,7 +241,7 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
-            "presets": cmd_presets, "bench": cmd_bench}
+            "presets": cmd_presets, "runs": cmd_runs, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
