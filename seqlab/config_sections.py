@@ -177,6 +177,7 @@ class TrainConfig:
     # about 10x slower (measured on an LSTM trained on an end-scored task).
     flush_denormal: bool = True
     progress: bool = True
+    tensorboard: bool = False  # metrics also as TensorBoard scalars in RUN/tensorboard/
     freeze: list[str] = field(default_factory=list)
     param_groups: list[ParamGroup] = field(default_factory=list)
 

@@ -11,6 +11,7 @@ A training run writes one directory that is also the unit of loading and sharing
       trainer/step-NNNNNNNN/   the last checkpoints (model + optimizer + RNG + data position)
       metrics.jsonl        one JSON object per log line
       plots/*.png          loss curves and objective plots
+      tensorboard/         TensorBoard event files (train.tensorboard)
 
 Everything that reads or writes these files takes the names from here.
 """
@@ -35,6 +36,7 @@ INIT_REPORT_FILE = "init.json"
 TRAINER_DIR = "trainer"
 METRICS_FILE = "metrics.jsonl"
 PLOTS_DIR = "plots"
+TENSORBOARD_DIR = "tensorboard"  # event files, with train.tensorboard
 
 # Files a fresh run writes before its first checkpoint: a rerun into a directory that
 # never saved weights removes them, so nothing from the old attempt is reused.

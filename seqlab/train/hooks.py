@@ -16,9 +16,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from seqlab.errors import CheckpointError
+from seqlab.errors import CheckpointError, ConfigError
 from seqlab.models.weights import model_tensors
-from seqlab.rundir import INIT_REPORT_FILE, WEIGHTS_FILE, check_run_dir, read_weights, write_json
+from seqlab.rundir import (INIT_REPORT_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, check_run_dir,
+                           read_weights, write_json)
 from seqlab.train.optim import check_patterns, matches
 
 logger = logging.getLogger("seqlab")
@@ -38,6 +39,50 @@ class TrainerHook:
     def evaluators(self, trainer) -> dict[str, Callable[[nn.Module], dict[str, float]]]:
         """Extra named evaluators; their metrics are logged as ``name/metric``."""
         return {}
+
+    def on_start(self, trainer) -> None:
+        """Called once training is about to start: after set-up and, on resume, once the
+        checkpoint is restored (``trainer.step`` is the step training continues from)."""
+
+    def on_record(self, trainer, record: dict) -> None:
+        """Called with every record written to ``metrics.jsonl`` (training log lines and
+        evaluations), after it is written."""
+
+    def teardown(self, trainer) -> None:
+        """Called when ``fit`` ends, normally or not."""
+
+
+class TensorBoardLog(TrainerHook):
+    """``train.tensorboard``: every number of ``metrics.jsonl`` also as a TensorBoard
+    scalar under the same name, in ``RUN/tensorboard/``. On resume, events past the
+    resumed step are purged, as the metrics log drops its lines past it, so curves never
+    hold a step twice. Needs the ``tensorboard`` package."""
+
+    def __init__(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("train.tensorboard needs the tensorboard package: pip install "
+                              "tensorboard (or pip install 'seqlab[tensorboard]')") from None
+        self._writer_class = SummaryWriter
+        self.writer = None
+
+    def on_start(self, trainer) -> None:
+        # Events at later steps than the one training continues from are hidden (a fresh
+        # run: every event a crashed earlier attempt left).
+        purge = trainer.step + 1 if trainer.step else 0
+        self.writer = self._writer_class(str(trainer.run_dir / TENSORBOARD_DIR), purge_step=purge)
+
+    def on_record(self, trainer, record: dict) -> None:
+        step = record.get("step", 0)
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, step)
+
+    def teardown(self, trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class InitFromRun(TrainerHook):
@@ -137,11 +182,13 @@ class ExtraEvaluators(TrainerHook):
 
 def config_hooks(config) -> list[TrainerHook]:
     """The hooks a run config asks for: ``init`` and ``train.freeze``, in that order (so
-    loaded weights can then be frozen)."""
+    loaded weights can then be frozen), and ``train.tensorboard``."""
     hooks: list[TrainerHook] = []
     if config.init.run is not None:
         hooks.append(InitFromRun(config.init.run, include=config.init.include,
                                  exclude=config.init.exclude, penalty=config.init.penalty))
     if config.train.freeze:
         hooks.append(Freeze(config.train.freeze))
+    if config.train.tensorboard:
+        hooks.append(TensorBoardLog())
     return hooks

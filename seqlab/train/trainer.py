@@ -181,7 +181,13 @@ class Trainer:
             self._setup()
             result = TrainResult(self.run_dir, self.step, best=self.best,
                                  best_metric=cfg.best_metric)
-            self._loop(result, until_step)
+            try:
+                for hook in self.hooks:
+                    hook.on_start(self)
+                self._loop(result, until_step)
+            finally:
+                for hook in self.hooks:
+                    hook.teardown(self)
         if not (self.run_dir / WEIGHTS_FILE).exists():
             self._save_weights()  # no evaluation ran: the last weights are the ones to use
         plot_losses(self.metrics.read(), self.run_dir / PLOTS_DIR / "loss.png")
@@ -210,7 +216,7 @@ class Trainer:
                                   f"{item}_per_s": round(rate, 1)}
                         if window["padded"]:
                             record["padding"] = round(window["padded"] / (window["padded"] + window["items"]), 4)
-                        self.metrics.append(record)
+                        self._record(record)
                         window = {"items": 0, "padded": 0, "start": now}
                         if progress is not None:
                             progress.set_postfix({"loss": f"{loss:.3f}", f"{item}/s": f"{rate:,.0f}"})
@@ -289,7 +295,7 @@ class Trainer:
                 metrics.update(found)
             else:
                 metrics.update({f"{name}/{key.removeprefix('val_')}": v for key, v in found.items()})
-        self.metrics.append({"step": self.step, **metrics})
+        self._record({"step": self.step, **metrics})
         logger.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         value = metrics.get(self.config.train.best_metric)
         if value is not None and math.isfinite(value) and (
@@ -300,6 +306,12 @@ class Trainer:
         plot_losses(self.metrics.read(), plots / "loss.png")
         self.objective.write_plots(plots)
         return metrics
+
+    def _record(self, record: dict) -> None:
+        """One line of ``metrics.jsonl``, then every hook's ``on_record``."""
+        self.metrics.append(record)
+        for hook in self.hooks:
+            hook.on_record(self, record)
 
     def _save_weights(self) -> None:
         save_weights(self.run_dir / WEIGHTS_FILE, model_tensors(self.model),
