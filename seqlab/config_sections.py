@@ -178,6 +178,9 @@ class TrainConfig:
     flush_denormal: bool = True
     progress: bool = True
     tensorboard: bool = False  # metrics also as TensorBoard scalars in RUN/tensorboard/
+    # Recompute each block's activations in backward instead of keeping them: memory that
+    # no longer grows with depth, for about one more forward pass. The same gradients.
+    activation_checkpointing: bool = False
     freeze: list[str] = field(default_factory=list)
     param_groups: list[ParamGroup] = field(default_factory=list)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from seqlab.errors import ShapeError
 from seqlab.nn.layers import Block
@@ -68,6 +69,11 @@ class Backbone(nn.Module):
                   + [b.mixer.max_positions for b in blocks] if m]
         self.max_positions: int | None = min(limits) if limits else None
         self.causal = all(b.mixer.causal for b in blocks)
+        # Activation checkpointing (train.activation_checkpointing): in training without a
+        # state, each block keeps only its input and recomputes its activations during
+        # backward, trading about one more forward pass for memory that no longer grows
+        # with depth.
+        self.checkpoint_blocks = False
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> BackboneState:
         return BackboneState(
@@ -91,8 +97,12 @@ class Backbone(nn.Module):
         x = self.dropout(x)
         layer_states = state.layers if state is not None else [None] * len(self.blocks)
         new_states = []
+        recompute = self.checkpoint_blocks and self.training and state is None and torch.is_grad_enabled()
         for block, s in zip(self.blocks, layer_states):
-            x, s = block(x, s, padding_mask=padding_mask)
+            if recompute:
+                x, s = checkpoint(block, x, None, padding_mask=padding_mask, use_reentrant=False)
+            else:
+                x, s = block(x, s, padding_mask=padding_mask)
             new_states.append(s)
         x = self.norm(x)
         if state is None:

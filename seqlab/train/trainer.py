@@ -111,6 +111,7 @@ class Trainer:
         for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / PLOTS_DIR)]:
             logger.info("removed %s left by an interrupted write", leftover)
         self.model = self.objective.build_model().to(self.device)
+        self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
         for hook in self.hooks:
             hook.setup(self, resume=self.resume)
         self.optimizer = build_optimizer(self.model, cfg)
