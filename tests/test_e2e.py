@@ -30,25 +30,35 @@ def test_quickstart_leaves_a_run_that_generate_and_eval_accept(tmp_path):
     assert ev.returncode == 0 and "perplexity:" in ev.stdout
 
 
-@pytest.mark.slow
-def test_kill_9_during_training_then_resume(tmp_path):
+def endless_training(tmp_path, *, save_every: int, until: int, **popen):
+    """``seqlab train`` of a tiny model for 100000 steps in a child process, returned
+    once a checkpoint at step ``until`` or later exists; with the config file and the
+    run's checkpoint manager."""
     (tmp_path / "data.txt").write_text("a stream of text for a tiny model. " * 300)
     config = {"model": {"preset": "gpt-tiny", "d_model": 32, "n_layers": 1, "context_length": 16},
               "data": {"path": str(tmp_path / "data.txt")},
-              "train": {"steps": 100000, "batch_size": 4, "eval_every": 1000, "save_every": 1,
-                        "progress": False}}
+              "train": {"steps": 100000, "batch_size": 4, "eval_every": 1000,
+                        "save_every": save_every, "progress": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    run = tmp_path / "run"
-    child = subprocess.Popen(SEQLAB + ["train", str(tmp_path / "c.yaml"), "--out", str(run), "-q"])
-    manager = CheckpointManager(run / "trainer")
+    child = subprocess.Popen(SEQLAB + ["train", str(tmp_path / "c.yaml"), "--out",
+                                       str(tmp_path / "run")], **popen)
+    manager = CheckpointManager(tmp_path / "run" / "trainer")
     deadline = time.time() + 120
-    while (manager.latest_step() or 0) < 5 and time.time() < deadline:
+    while (manager.latest_step() or 0) < until and time.time() < deadline:
         time.sleep(0.05)
+    return child, tmp_path / "c.yaml", manager
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume(tmp_path):
+    child, config, manager = endless_training(tmp_path, save_every=1, until=5,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "run"
     os.kill(child.pid, signal.SIGKILL)  # lands at an arbitrary point, often mid-save
     child.wait()
     killed_at = manager.load_latest().step
     assert killed_at >= 5
-    resumed = subprocess.run(SEQLAB + ["train", str(tmp_path / "c.yaml"), "--out", str(run),
+    resumed = subprocess.run(SEQLAB + ["train", str(config), "--out", str(run),
                                        "--resume", "--set", f"train.steps={killed_at + 3}", "-q"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -59,19 +69,8 @@ def test_kill_9_during_training_then_resume(tmp_path):
 @pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_exits(tmp_path):
     """What a scheduler or torchrun sends before killing: the run saves where it stopped."""
-    (tmp_path / "data.txt").write_text("a stream of text for a tiny model. " * 300)
-    config = {"model": {"preset": "gpt-tiny", "d_model": 32, "n_layers": 1, "context_length": 16},
-              "data": {"path": str(tmp_path / "data.txt")},
-              "train": {"steps": 100000, "batch_size": 4, "eval_every": 1000, "save_every": 50,
-                        "progress": False}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    run = tmp_path / "run"
-    child = subprocess.Popen(SEQLAB + ["train", str(tmp_path / "c.yaml"), "--out", str(run)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    manager = CheckpointManager(run / "trainer")
-    deadline = time.time() + 120
-    while (manager.latest_step() or 0) < 50 and time.time() < deadline:
-        time.sleep(0.05)
+    child, _, manager = endless_training(tmp_path, save_every=50, until=50,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=120)
     assert child.returncode == 130, err[-2000:]  # interrupted, not killed (-15)
