@@ -84,19 +84,31 @@ def _curves(rows: list[dict]) -> str:
     return f"Step of the reported ({how}) weights: " + ", ".join(parts) + "."
 
 
+def _provenance(record: dict) -> str:
+    """Machine and pool size of the rows; when a partial rerun (``--only``) measured some
+    rows elsewhere, each command with the rows it measured."""
+    groups: dict[tuple, list[str]] = {}
+    for r in record["rows"]:
+        key = (r.get("machine", record["machine"]), r.get("workers", record["workers"]),
+               r.get("command", record.get("command", "?")))
+        groups.setdefault(key, []).append(r["name"])
+    parts = []
+    for (machine, workers, command), names in sorted(groups.items()):
+        part = f"{machine}, {workers} jobs at a time, each on 1 thread"
+        if len(groups) > 1:
+            part += f" (`{command}`: {', '.join(names)})"
+        parts.append(part)
+    return "; ".join(parts)
+
+
 def _section(record: dict) -> str:
     demo, data = record["demo"], record["data"]
     rows = [r for r in record["rows"] if "error" not in r]
     failed = [r for r in record["rows"] if "error" in r]
     stamps = sorted({r["measured"] for r in record["rows"]})
     when = stamps[0] if len(stamps) == 1 else f"{stamps[0]} to {stamps[-1]}" if stamps else "—"
-    runs = sorted({(r.get("machine", record["machine"]), r.get("workers", record["workers"]),
-                    r.get("command", record.get("command", "?"))) for r in record["rows"]})
     lines = [f"## {TITLES[demo]}", "",
-             f"Measured {when}; " + "; ".join(
-                 f"{machine}, {workers} jobs at a time, each on 1 thread"
-                 + (f" (`{command}`: {', '.join(r['name'] for r in record['rows'] if r.get('command', record.get('command')) == command)})"
-                    if len(runs) > 1 else "") for machine, workers, command in runs) + "."
+             f"Measured {when}; {_provenance(record)}."
              + (f" Config overrides: `{' '.join(record['overrides'])}`." if record["overrides"] else "")
              + (" **--quick smoke run: not a measurement.**" if record["quick"] else ""), ""]
     if failed:

@@ -9,9 +9,7 @@ folder of large runs is quick, and runs whose data has moved still list.
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from seqlab.plots import new_figure, save_png
 from seqlab.rundir import (CONFIG_FILE, DATA_FILE, METRICS_FILE, TOKENIZER_FILE, TRAINER_DIR,
                            WEIGHTS_FILE, check_run_dir)
 from seqlab.train.metrics import MetricsLog
+from seqlab.weights_file import read_header
 
 
 RUN_MARKERS = (METRICS_FILE, WEIGHTS_FILE, TRAINER_DIR, TOKENIZER_FILE, DATA_FILE)
@@ -89,11 +88,11 @@ def summarize(run_dir: str | Path) -> RunSummary:
     model, train = config.get("model") or {}, config.get("train") or {}
     records = MetricsLog(run_dir / METRICS_FILE).read()
     evals = [r for r in records if "val_loss" in r]
-    kept_step = _kept_step(run_dir / WEIGHTS_FILE)
+    params, kept_step = _weights_summary(run_dir / WEIGHTS_FILE)
     best = next((r for r in reversed(evals) if r.get("step") == kept_step), {})
     return RunSummary(
         path=run_dir, task=config.get("task", "causal_lm"), model=_describe(model),
-        params=_parameter_count(run_dir / WEIGHTS_FILE),
+        params=params,
         step=max((r.get("step", 0) for r in records), default=0), steps=train.get("steps"),
         best_metric=train.get("best_metric", "val_loss"), best=best,
         last=evals[-1] if evals else {}, records=records)
@@ -165,32 +164,16 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def _safetensors_header(path: Path) -> dict | None:
-    """The JSON header of a safetensors file (tensor names, shapes and metadata), read
-    without touching the tensors; None when the file is missing or not safetensors."""
+def _weights_summary(path: Path) -> tuple[int | None, int | None]:
+    """Parameter count and step of the kept weights, from the file's header alone;
+    (None, None) when the run has no readable weights yet."""
     try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > 100_000_000:
-                return None
-            header = json.loads(f.read(size))
-    except (OSError, struct.error, ValueError):
-        return None
-    return header if isinstance(header, dict) else None
-
-
-def _parameter_count(path: Path) -> int | None:
-    header = _safetensors_header(path)
-    if header is None:
-        return None
-    return sum(math.prod(entry["shape"]) for name, entry in header.items()
-               if name != "__metadata__" and isinstance(entry, dict) and "shape" in entry)
-
-
-def _kept_step(path: Path) -> int | None:
-    header = _safetensors_header(path) or {}
-    step = (header.get("__metadata__") or {}).get("step")
-    return int(step) if isinstance(step, str) and step.isdigit() else None
+        header, meta = read_header(path)
+    except CheckpointError:
+        return None, None
+    params = sum(math.prod(entry.get("shape", ())) for entry in header.values())
+    step = meta.get("step")
+    return params, int(step) if step is not None and step.isdigit() else None
 
 
 def _describe(model: dict) -> str:

@@ -103,43 +103,69 @@ def _refuse_pickle(path: Path, head: bytes) -> None:
         )
 
 
-def _read_weights(path: Path, *, device: str | torch.device, verify: bool
-                  ) -> tuple[dict[str, Tensor], dict[str, str]]:
+def _check_file(path: Path) -> None:
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a safetensors file")
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
+
+
+def _read_header(f, path: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """The tensor entries and metadata of the open safetensors file ``f`` (left just
+    past the header), checked against the file's size."""
     size = path.stat().st_size
+    head = f.read(9)
+    _refuse_pickle(path, head)
+    if len(head) < 8:
+        raise CheckpointError(f"{path} is truncated: {size} bytes, too short for a "
+                              "safetensors header (at least 8 bytes)")
+    n = int.from_bytes(head[:8], "little")
+    if n > _MAX_HEADER:
+        raise CheckpointError(f"{path} has a corrupt header: its length field reads {n} bytes")
+    if 8 + n > size:
+        raise CheckpointError(f"{path} is truncated: expected at least {8 + n} bytes "
+                              f"(header alone), found {size}")
+    f.seek(8)
+    try:
+        header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("not a JSON object")
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise ValueError("__metadata__ is not a str -> str map")
+        end = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"{path} has a corrupt header ({exc})") from None
+    data_size = size - 8 - n
+    if data_size < end:
+        raise CheckpointError(f"{path} is truncated: expected {8 + n + end} bytes, "
+                              f"found {size}")
+    if data_size > end:
+        raise CheckpointError(f"{path} is corrupt: {data_size - end} bytes follow its "
+                              "last tensor")
+    return header, meta
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, str]]:
+    """The tensor entries (``dtype``, ``shape``, ``data_offsets`` per name) and the
+    metadata (without the checksum key) of a safetensors file, without reading its data.
+
+    Raises:
+        CheckpointError: as :func:`load_weights`, for the header's faults.
+    """
+    path = Path(path)
+    _check_file(path)
     with open(path, "rb") as f:
-        head = f.read(9)
-        _refuse_pickle(path, head)
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is truncated: {size} bytes, too short for a "
-                                  "safetensors header (at least 8 bytes)")
-        n = int.from_bytes(head[:8], "little")
-        if n > _MAX_HEADER:
-            raise CheckpointError(f"{path} has a corrupt header: its length field reads {n} bytes")
-        if 8 + n > size:
-            raise CheckpointError(f"{path} is truncated: expected at least {8 + n} bytes "
-                                  f"(header alone), found {size}")
-        f.seek(8)
-        try:
-            header = json.loads(f.read(n))
-            if not isinstance(header, dict):
-                raise ValueError("not a JSON object")
-            meta = header.pop("__metadata__", None) or {}
-            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-                raise ValueError("__metadata__ is not a str -> str map")
-            end = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise CheckpointError(f"{path} has a corrupt header ({exc})") from None
-        data_size = size - 8 - n
-        if data_size < end:
-            raise CheckpointError(f"{path} is truncated: expected {8 + n + end} bytes, "
-                                  f"found {size}")
-        if data_size > end:
-            raise CheckpointError(f"{path} is corrupt: {data_size - end} bytes follow its "
-                                  "last tensor")
+        header, meta = _read_header(f, path)
+    meta.pop(_SHA_KEY, None)
+    return header, meta
+
+
+def _read_weights(path: Path, *, device: str | torch.device, verify: bool
+                  ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    _check_file(path)
+    with open(path, "rb") as f:
+        header, meta = _read_header(f, path)
         expected = meta.pop(_SHA_KEY, None)
         if verify and expected is not None:
             digest = hashlib.sha256()

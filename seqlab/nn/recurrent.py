@@ -22,11 +22,12 @@ _KERNELS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _CELL_OPS = {"rnn": torch.rnn_tanh_cell, "lstm": torch.lstm_cell, "gru": torch.gru_cell}
 _KERNEL_OPS = {"rnn": torch.rnn_tanh, "lstm": torch.lstm, "gru": torch.gru}
 
+IMPLS = ("fused", "loop")
+
 
 def is_right_padded(padding_mask: Tensor) -> bool:
     """Whether every row's real tokens form a prefix (no padding before a real token)."""
     return not bool((padding_mask[:, 1:] & ~padding_mask[:, :-1]).any())
-IMPLS = ("fused", "loop")
 
 
 class RecurrentMixer(Mixer):
