@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -94,13 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
-    logging.getLogger("seqlab").setLevel(logging.WARNING if quiet else logging.INFO)
+    # Under torchrun, rank 0 tells the story; the other ranks speak up for problems only.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    logging.getLogger("seqlab").setLevel(logging.WARNING if quiet or not main_rank else logging.INFO)
 
 
 def _train(args, config) -> int:
+    from seqlab.train.distributed import restarted
     from seqlab.train.trainer import Trainer
 
-    result = Trainer(config, args.out, resume=args.resume).fit()
+    # A worker group that torchrun restarted after a failure continues the run.
+    resume = args.resume or ("auto" if restarted() else False)
+    trainer = Trainer(config, args.out, resume=resume)
+    result = trainer.fit()
+    if not trainer.is_main:
+        return EXIT_INTERRUPTED if result.interrupted else 0
     print(f"run directory: {result.run_dir}")
     for key, value in result.metrics.items():
         print(f"{key}: {value:.4f}")

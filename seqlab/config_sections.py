@@ -181,6 +181,9 @@ class TrainConfig:
     # Recompute each block's activations in backward instead of keeping them: memory that
     # no longer grows with depth, for about one more forward pass. The same gradients.
     activation_checkpointing: bool = False
+    # Seconds the ranks of a torchrun job wait for each other: to form the process group,
+    # in a collective, and while rank 0 evaluates or saves.
+    dist_timeout: float = 1800.0
     freeze: list[str] = field(default_factory=list)
     param_groups: list[ParamGroup] = field(default_factory=list)
 
@@ -193,6 +196,8 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.dist_timeout <= 0:
+            raise ConfigError(f"train.dist_timeout must be positive seconds, got {self.dist_timeout}")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
 

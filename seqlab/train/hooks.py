@@ -68,6 +68,8 @@ class TensorBoardLog(TrainerHook):
         self.writer = None
 
     def on_start(self, trainer) -> None:
+        if not trainer.is_main:
+            return  # rank 0 writes the run; on_record is called there only
         # Events at later steps than the one training continues from are hidden (a fresh
         # run: every event a crashed earlier attempt left).
         purge = trainer.step + 1 if trainer.step else 0

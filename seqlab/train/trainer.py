@@ -1,5 +1,6 @@
 """The Trainer: any objective, AdamW + warmup/cosine, exact gradient accumulation,
-clipping, bf16 autocast, named evaluators, best/last checkpoints, hooks and exact resume.
+clipping, bf16 autocast, named evaluators, best/last checkpoints, hooks, exact resume,
+and several ranks under torchrun (DDP; see ``seqlab.train.distributed``).
 
 It knows nothing of what is modelled: the objective provides the model, the batches (a
 pure function of the step), the loss (a sum and a count) and the evaluators; hooks
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, ConfigError, TrainingError
@@ -26,7 +29,9 @@ from seqlab.plots import plot_losses
 from seqlab.rundir import (CONFIG_FILE, FRESH_RUN_FILES, METRICS_FILE, PLOTS_DIR, TRAINER_DIR,
                            WEIGHTS_FILE)
 from seqlab.tasks import OBJECTIVES
+from seqlab.models.heads import LossSum
 from seqlab.train.checkpoint import CheckpointManager
+from seqlab.train.distributed import Ranks, seed_for_rank
 from seqlab.train.hooks import TrainerHook, config_hooks
 from seqlab.train.metrics import MetricsLog
 from seqlab.train.optim import build_optimizer
@@ -60,12 +65,14 @@ class Trainer:
     Args:
         config: the run's config; the trainer works on its own copy.
         run_dir: where the run lives; must not already hold a run unless ``resume``.
-        resume: continue from the newest complete checkpoint in ``run_dir/trainer``.
+        resume: continue from the newest complete checkpoint in ``run_dir/trainer``;
+            ``"auto"``: resume when there is one, else start afresh (what a worker group
+            that torchrun restarted does).
         restore_rng: restore the saved RNG state on resume (only tests turn this off).
         hooks: further hooks, run after the ones the config asks for.
     """
 
-    def __init__(self, config, run_dir: str | Path, *, resume: bool = False,
+    def __init__(self, config, run_dir: str | Path, *, resume: bool | str = False,
                  restore_rng: bool = True, hooks: list[TrainerHook] | None = None):
         self.config = config.copy()
         self.run_dir = Path(run_dir)
@@ -76,6 +83,12 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
         self.objective = OBJECTIVES.get(self.config.task).cls(self.config)
         self.hooks = config_hooks(self.config) + list(hooks or [])
+        self.ranks = Ranks()  # joined in fit(): torchrun's ranks, or this process alone
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run (rank 0, or the only process)."""
+        return self.ranks.is_main
 
     @property
     def task(self):
@@ -86,6 +99,9 @@ class Trainer:
     def _check_run_dir(self) -> None:
         # A directory whose run never wrote weights holds nothing worth keeping.
         has_run = (self.run_dir / WEIGHTS_FILE).exists() or self.checkpoints.latest_step() is not None
+        if self.resume == "auto":
+            self.resume = self.checkpoints.latest_step() is not None
+            logger.info("%s %s", "resuming" if self.resume else "starting", self.run_dir)
         if self.resume:
             if not self.run_dir.is_dir():
                 raise CheckpointError(f"run directory {self.run_dir} does not exist; there is "
@@ -93,7 +109,7 @@ class Trainer:
         elif has_run:
             raise CheckpointError(f"run directory {self.run_dir} already holds a run; pass "
                                   "--resume to continue it or --out to choose a new directory")
-        elif self.run_dir.is_dir():
+        elif self.run_dir.is_dir() and self.is_main:
             for name in FRESH_RUN_FILES:  # what an attempt that never saved left behind
                 if (self.run_dir / name).exists():
                     remove_path(self.run_dir / name)
@@ -101,26 +117,30 @@ class Trainer:
     def _setup(self):
         cfg = self.config.train
         self._check_run_dir()
-        self.device = resolve_device(cfg.device)
+        self.device = self.ranks.device(resolve_device(cfg.device))
         torch.manual_seed(self.config.seed)
         # Read the data before creating anything, so bad data leaves no empty run behind.
         self.objective.prepare(self.run_dir, resume=self.resume)
         self.best_mode = self.objective.selection(cfg.best_metric)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoints.clean_stale()
-        for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / PLOTS_DIR)]:
-            logger.info("removed %s left by an interrupted write", leftover)
+        if self.is_main:
+            self.checkpoints.clean_stale()
+            for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / PLOTS_DIR)]:
+                logger.info("removed %s left by an interrupted write", leftover)
         self.model = self.objective.build_model().to(self.device)
+        if self.ranks.enabled:  # the same initial weights, then each rank its own dropout
+            torch.manual_seed(seed_for_rank(self.config.seed, self.ranks.rank))
         self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
         for hook in self.hooks:
             hook.setup(self, resume=self.resume)
         self.optimizer = build_optimizer(self.model, cfg)
+        self.loss_module = ObjectiveLoss(self.objective, self.model)  # wrapped by _wrap()
         self.autocast = self._autocast_factory()
         self.objective.autocast = self.autocast
         self.step, self.best = 0, None
         if self.resume:
             self._restore()
-        else:
+        elif self.is_main:
             atomic_write(self.run_dir / CONFIG_FILE, self.config.to_yaml())
             self.objective.save_artifacts(self.run_dir)
             self.metrics.truncate_after(0)
@@ -164,12 +184,21 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, base_lrs):
             group["base_lr"] = base
         self.objective.load_data_state(state["data"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.ranks.world_size:
+            raise ConfigError(
+                f"cannot resume {self.run_dir} on {self.ranks.world_size} rank(s): its "
+                f"checkpoint at step {state['step']} was written by {saved_world}. The batches "
+                "would be the same, but each rank's random stream (dropout) cannot be carried "
+                f"to another number of ranks; resume with torchrun --nproc-per-node "
+                f"{saved_world} (or on one process when it was 1)")
         if self.restore_rng:
-            set_rng_state(state["rng"])
+            set_rng_state(state["rng_ranks"][self.ranks.rank] if self.ranks.enabled else state["rng"])
         self.step = int(state["step"])
         self.best = _saved_best(state, self.config.train.best_metric)
-        self.metrics.truncate_after(self.step)
-        atomic_write(self.run_dir / CONFIG_FILE, self.config.to_yaml())
+        if self.is_main:
+            self.metrics.truncate_after(self.step)
+            atomic_write(self.run_dir / CONFIG_FILE, self.config.to_yaml())
         logger.info("resumed %s at step %d", self.run_dir, self.step)
 
     # -- the loop ----------------------------------------------------------------------
@@ -179,22 +208,40 @@ class Trainer:
         start_time = time.perf_counter()
         cfg = self.config.train
         with ProcessSettings(num_threads=cfg.num_threads, flush_denormal=cfg.flush_denormal):
-            self._setup()
-            result = TrainResult(self.run_dir, self.step, best=self.best,
-                                 best_metric=cfg.best_metric)
+            self.ranks = Ranks.join(resolve_device(cfg.device), cfg.dist_timeout)
             try:
-                for hook in self.hooks:
-                    hook.on_start(self)
-                self._loop(result, until_step)
+                with self.ranks.together("set-up"):
+                    self._setup()
+                self._wrap()
+                result = TrainResult(self.run_dir, self.step, best=self.best,
+                                     best_metric=cfg.best_metric)
+                try:
+                    for hook in self.hooks:
+                        hook.on_start(self)
+                    self._loop(result, until_step)
+                finally:
+                    for hook in self.hooks:
+                        hook.teardown(self)
+                if self.is_main:
+                    if not (self.run_dir / WEIGHTS_FILE).exists():
+                        self._save_weights()  # no evaluation ran: the last weights are the ones to use
+                    plot_losses(self.metrics.read(), self.run_dir / PLOTS_DIR / "loss.png")
+                self.ranks.barrier()
             finally:
-                for hook in self.hooks:
-                    hook.teardown(self)
-        if not (self.run_dir / WEIGHTS_FILE).exists():
-            self._save_weights()  # no evaluation ran: the last weights are the ones to use
-        plot_losses(self.metrics.read(), self.run_dir / PLOTS_DIR / "loss.png")
+                self.ranks.close()
         result.step, result.best = self.step, self.best
         result.seconds = time.perf_counter() - start_time
         return result
+
+    def _wrap(self) -> None:
+        """The module a training step calls: the objective's loss over the model, wrapped
+        in DDP when there are several ranks (which then averages gradients in backward).
+        Wrapping is a collective, so it waits until every rank's set-up succeeded."""
+        if self.ranks.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            with self.ranks.talking():
+                self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids,
+                                                       forward_sync_buffers=False)
 
     def _loop(self, result: TrainResult, until_step: int | None) -> None:
         cfg = self.config.train
@@ -206,7 +253,7 @@ class Trainer:
         try:
             with GracefulInterrupt() as interrupt:
                 while self.step < cfg.steps:
-                    loss, items, padded = self._train_step()
+                    loss, items, padded, stop = self._train_step(interrupt)
                     self.step += 1
                     window["items"] += items
                     window["padded"] += padded
@@ -229,22 +276,28 @@ class Trainer:
                     saved = self.step % save_every == 0 or last
                     if saved:
                         self._save_checkpoint()
-                    if (interrupt.requested or self.step == until_step) and not last:
-                        if interrupt.requested:
+                    if (stop or self.step == until_step) and not last:
+                        if stop:
                             logger.warning("%s at step %d; saving a checkpoint",
-                                           interrupt.signal_name, self.step)
+                                           interrupt.signal_name or "another rank was interrupted",
+                                           self.step)
                         if not saved:
                             self._save_checkpoint()
-                        result.interrupted = interrupt.requested
+                        result.interrupted = stop
                         break
         finally:
             if progress is not None:
                 progress.close()
 
-    def _train_step(self) -> tuple[float, int, int]:
+    def _train_step(self, interrupt: GracefulInterrupt | None = None) -> tuple[float, int, int, bool]:
         """One optimizer step. The micro-batches' loss sums are backpropagated as they
         come and the gradients divided by the step's total count afterwards, so the step
-        follows the exact mean over every counted item, however padding falls."""
+        follows the exact mean over every counted item, however padding falls.
+
+        Returns the loss, real and padded positions, and whether to stop after this step
+        (a signal reached ``interrupt``). With several ranks, each runs its share of every
+        micro-batch; the sums, counts and stop requests are added up over the ranks in
+        one collective, so every rank takes the same step and the same decision to stop."""
         cfg = self.config.train
         factor = warmup_cosine(self.step, lr=1.0, warmup_steps=cfg.warmup_steps,
                                total_steps=cfg.steps, min_lr_ratio=cfg.min_lr_ratio)
@@ -253,19 +306,23 @@ class Trainer:
         self._lr = cfg.lr * factor
         total, count, items, padded = 0.0, 0.0, 0, 0
         for micro in range(cfg.grad_accum):
-            batch = self.objective.train_batch(self.step, micro)
+            batch = self.ranks.shard(self.objective.train_batch(self.step, micro))
             items, padded = items + batch.n_positions, padded + batch.n_padded
             batch = batch.to(self.device)
-            with self.autocast() if self.autocast else contextlib.nullcontext():
-                result = self.objective.loss(self.model, batch)
-            result.total.backward()
+            # DDP averages gradients in the last micro-batch's backward only.
+            last = micro == cfg.grad_accum - 1
+            with contextlib.nullcontext() if last or not self.ranks.enabled else self.loss_module.no_sync():
+                with self.autocast() if self.autocast else contextlib.nullcontext():
+                    result = self.loss_module(batch)
+                result.total.backward()
             total = total + result.total.detach()
             count = count + result.count
-        total, count = float(total), float(count)
+        total, count, items, padded, stops = self.ranks.sum(
+            [float(total), float(count), items, padded, float(bool(interrupt and interrupt.requested))])
         loss = total / count if count else float("nan")
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if count and grads:
-            torch._foreach_div_(grads, count)
+        if count and grads:  # DDP left the mean over ranks: make it the mean over items
+            torch._foreach_div_(grads, count / self.ranks.world_size)
         for hook in self.hooks:
             term = hook.loss_term(self)
             if term is not None:
@@ -283,9 +340,19 @@ class Trainer:
                                            cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss, items, padded
+        return loss, int(items), int(padded), stops > 0
 
     def _evaluate(self) -> dict:
+        """Rank 0 evaluates (and keeps the best weights); the others wait and take its
+        metrics."""
+        metrics = None
+        with self.ranks.together("evaluation"):
+            if self.is_main:
+                metrics = self._evaluate_here()
+        metrics, self.best = self.ranks.from_main((metrics, self.best))
+        return metrics
+
+    def _evaluate_here(self) -> dict:
         metrics: dict[str, float] = {}
         evaluators = dict(self.objective.evaluators())
         for hook in self.hooks:
@@ -309,7 +376,9 @@ class Trainer:
         return metrics
 
     def _record(self, record: dict) -> None:
-        """One line of ``metrics.jsonl``, then every hook's ``on_record``."""
+        """One line of ``metrics.jsonl``, then every hook's ``on_record`` (rank 0 only)."""
+        if not self.is_main:
+            return
         self.metrics.append(record)
         for hook in self.hooks:
             hook.on_record(self, record)
@@ -319,18 +388,41 @@ class Trainer:
                      {"step": str(self.step), "format": "seqlab"})
 
     def _save_checkpoint(self) -> None:
-        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-                 "data": self.objective.data_state(),
-                 "best": {"metric": self.config.train.best_metric, "value": self.best}}
-        self.checkpoints.save(self.step, model=model_tensors(self.model), state=state)
+        """Rank 0 writes the checkpoint, with every rank's RNG state; the others wait."""
+        rngs = self.ranks.gather(rng_state())
+        with self.ranks.together("saving a checkpoint"):
+            if self.is_main:
+                state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                         "rng": rngs[0], "data": self.objective.data_state(),
+                         "best": {"metric": self.config.train.best_metric, "value": self.best}}
+                if self.ranks.enabled:
+                    state.update(world_size=self.ranks.world_size, rng_ranks=rngs)
+                self.checkpoints.save(self.step, model=model_tensors(self.model), state=state)
 
     def _progress(self):
-        if not self.config.train.progress:
+        if not self.config.train.progress or not self.is_main:
             return None
         from tqdm.auto import tqdm
 
         return tqdm(total=self.config.train.steps, initial=self.step, desc="train",
                     unit="step", dynamic_ncols=True, mininterval=0.5)
+
+
+class ObjectiveLoss(nn.Module):
+    """The objective's loss over the model as a module's ``forward``, which is what DDP
+    wraps. A rank whose share of a batch is empty still runs a (zero) loss over every
+    trainable parameter, so its gradient buckets take part in the reduction."""
+
+    def __init__(self, objective, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch) -> LossSum:
+        if batch.size == 0:
+            zero = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+            return LossSum(zero, 0.0)
+        return self.objective.loss(self.model, batch)
 
 
 def _saved_best(state: dict, metric: str) -> float | None:
