@@ -184,6 +184,9 @@ class TrainConfig:
     # Seconds the ranks of a torchrun job wait for each other: to form the process group,
     # in a collective, and while rank 0 evaluates or saves.
     dist_timeout: float = 1800.0
+    # Under torchrun: shard parameters, gradients and optimizer state over the ranks
+    # (FSDP2, one unit per block) instead of keeping a whole copy on each (DDP).
+    fsdp: bool = False
     freeze: list[str] = field(default_factory=list)
     param_groups: list[ParamGroup] = field(default_factory=list)
 

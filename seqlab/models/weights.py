@@ -24,7 +24,14 @@ def model_tensors(model: nn.Module) -> dict[str, Tensor]:
 def load_model_tensors(model: nn.Module, tensors: dict[str, Tensor], *, source: str) -> None:
     """Load ``tensors`` into ``model``, or raise a CheckpointError listing every tensor
     that is missing, unexpected, or of the wrong shape (with both shapes)."""
-    expected = model_tensors(model)
+    check_model_tensors(model_tensors(model), tensors, source=source)
+    model.load_state_dict(tensors, strict=False)
+
+
+def check_model_tensors(expected: dict[str, Tensor], tensors: dict[str, Tensor], *,
+                        source: str) -> None:
+    """Raise a CheckpointError listing every tensor of ``tensors`` that is missing from,
+    not in, or shaped unlike ``expected`` (a model's ``model_tensors``)."""
     problems = []
     for name, t in expected.items():
         if name not in tensors:
@@ -39,4 +46,3 @@ def load_model_tensors(model: nn.Module, tensors: dict[str, Tensor], *, source: 
         shown = "; ".join(problems[:12]) + (f"; and {len(problems) - 12} more" if len(problems) > 12 else "")
         raise CheckpointError(f"weights in {source} do not match the model built from the "
                               f"config: {shown}")
-    model.load_state_dict(tensors, strict=False)

@@ -16,6 +16,9 @@ How the ranks split the work, so that N ranks train exactly as one does:
   item of the global batch, as in one process.
 - Rank 0 writes (config, metrics, weights, checkpoints) and evaluates; the others wait
   at a barrier and take its results. Checkpoints hold every rank's RNG state.
+- With ``train.fsdp``, parameters, gradients and optimizer state are sharded instead of
+  replicated (FSDP2, one unit per block); every rank then takes part in evaluation and
+  in gathering the whole weights for a save, which rank 0 writes in the usual format.
 - Decisions (stop on a signal, set-up failed somewhere) are taken together through a
   collective, so no rank is left waiting in one that the others never enter.
 """
@@ -29,6 +32,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
 
 from seqlab.data.batch import Batch
 from seqlab.data.sampling import seeded_rng
@@ -87,8 +91,14 @@ class Ranks:
                                 "not set; start training with torchrun")
         backend = "nccl" if device.type == "cuda" else "gloo"
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        timeout = datetime.timedelta(seconds=timeout_s)
         try:
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+            if "TORCHELASTIC_RUN_ID" in os.environ:
+                dist.init_process_group(backend, store=_attempt_store(timeout), timeout=timeout,
+                                        rank=int(os.environ["RANK"]),
+                                        world_size=int(os.environ["WORLD_SIZE"]))
+            else:
+                dist.init_process_group(backend, timeout=timeout)
         except (RuntimeError, dist.DistError) as e:
             raise TrainingError(
                 f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: the process group "
@@ -168,16 +178,36 @@ class Ranks:
             raise TrainingError(f"{what} failed on rank {rank}: {msg}")
 
     @contextmanager
-    def talking(self):
-        """Turn a collective that fails because another rank is gone into a TrainingError."""
+    def talking(self, *, only_comm_errors: bool = False):
+        """Turn a collective that fails because another rank is gone into a TrainingError.
+        ``only_comm_errors``: the block does more than talk (a training step, whose
+        backward reduces gradients): only errors the transport raised are turned."""
         try:
             yield
         except SeqlabError:
             raise
         except (RuntimeError, dist.DistError) as e:
+            if not self.enabled or (only_comm_errors and not _is_comm_error(e)):
+                raise
             raise TrainingError(f"rank {self.rank} of {self.world_size} lost contact with the "
                                 f"other ranks ({_first_line(e)}); one of them stopped or died: "
                                 "see its log") from None
+
+
+def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
+    """torchrun's key-value store, seen under a prefix of its own for each attempt.
+
+    A worker group that torchrun restarts meets in the same store as the one that
+    failed, whose keys (each rank's gloo address among them) are still there; without a
+    prefix per attempt the new ranks find the dead ones' addresses and cannot connect.
+    """
+    hosted_by_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          int(os.environ["WORLD_SIZE"]),
+                          is_master=not hosted_by_agent and os.environ["RANK"] == "0",
+                          timeout=timeout, multi_tenant=not hosted_by_agent)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"seqlab/attempt-{attempt}", store)
 
 
 def shard(batch: Batch, rank: int, world_size: int) -> Batch:
@@ -198,6 +228,13 @@ def shard(batch: Batch, rank: int, world_size: int) -> Batch:
                  {k: rows(v) for k, v in batch.extras.items()}, rows(batch.index))
 
 
+def _is_comm_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the transport between ranks (gloo raises plain
+    RuntimeErrors, NCCL DistBackendErrors)."""
+    return isinstance(error, dist.DistError) or any(
+        mark in str(error) for mark in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed"))
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -207,3 +244,54 @@ def seed_for_rank(seed: int, rank: int) -> int:
     """Rank ``rank``'s torch seed: its own random stream (dropout) after the shared
     initialisation, derived from the run's seed by hashing."""
     return int(seeded_rng(seed, 17, rank).integers(2**62))
+
+
+# -- FSDP: parameters, gradients and optimizer state sharded over the ranks -------------------
+def fully_shard_model(model: nn.Module) -> None:
+    """Shard ``model`` over the ranks with FSDP2 (``fully_shard``): each block is one
+    unit (its parameters gathered just before it runs and freed after), the rest
+    (embedding, final norm, head) the root unit. ``model.loss`` triggers the gathering
+    as ``forward`` does, so the objectives' losses and evaluations work unchanged."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    for block in model.backbone.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    register_fsdp_forward_method(model, "loss")
+
+
+_FULL = dict(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_tensors(model: nn.Module, names: list[str]) -> dict[str, Tensor]:
+    """The whole weights of a sharded model (a collective: every rank calls it; rank 0
+    gets the tensors, the others an empty dict), under ``names``: those the unsharded
+    model's ``model_tensors`` gives, so tied weights are stored once as usual."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    tensors = get_model_state_dict(model, options=StateDictOptions(**_FULL))
+    return {name: tensors[name] for name in names if name in tensors}
+
+
+def load_full_model_tensors(model: nn.Module, tensors: dict[str, Tensor]) -> None:
+    """Load whole weights (as every rank read them from a checkpoint) into a sharded
+    model; each rank keeps its own shard. Tied names absent from ``tensors`` are filled
+    by their twin."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def full_optimizer_state(model: nn.Module, optimizer) -> dict:
+    """The optimizer state of a sharded model, whole and keyed by parameter name (a
+    collective; rank 0 gets it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(**_FULL))
+
+
+def load_full_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state,
+                             options=StateDictOptions(full_state_dict=True))

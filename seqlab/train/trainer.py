@@ -24,14 +24,16 @@ from torch.nn.parallel import DistributedDataParallel
 from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, ConfigError, TrainingError
 from seqlab.io import atomic_write, remove_path, remove_stale
-from seqlab.models.weights import load_model_tensors, model_tensors
+from seqlab.models.weights import check_model_tensors, load_model_tensors, model_tensors
 from seqlab.plots import plot_losses
 from seqlab.rundir import (CONFIG_FILE, FRESH_RUN_FILES, METRICS_FILE, PLOTS_DIR, TRAINER_DIR,
                            WEIGHTS_FILE)
 from seqlab.tasks import OBJECTIVES
 from seqlab.models.heads import LossSum
 from seqlab.train.checkpoint import CheckpointManager
-from seqlab.train.distributed import Ranks, seed_for_rank
+from seqlab.train.distributed import (Ranks, full_model_tensors, full_optimizer_state,
+                                      fully_shard_model, load_full_model_tensors,
+                                      load_full_optimizer_state, seed_for_rank, shard)
 from seqlab.train.hooks import TrainerHook, config_hooks
 from seqlab.train.metrics import MetricsLog
 from seqlab.train.optim import build_optimizer
@@ -133,6 +135,16 @@ class Trainer:
         self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
         for hook in self.hooks:
             hook.setup(self, resume=self.resume)
+        self.fsdp = cfg.fsdp and self.ranks.enabled
+        if cfg.fsdp and not self.fsdp:
+            logger.info("train.fsdp: one process, nothing to shard")
+        if self.fsdp:  # before the optimizer, which must hold the sharded parameters
+            if self.config.init.penalty:
+                raise ConfigError("init.penalty (L2-SP) does not work with train.fsdp yet: its "
+                                  "reference weights are whole, the parameters sharded; use DDP "
+                                  "(train.fsdp: false) or drop the penalty")
+            self._whole = {k: t.to("meta") for k, t in model_tensors(self.model).items()}
+            fully_shard_model(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         self.loss_module = ObjectiveLoss(self.objective, self.model)  # wrapped by _wrap()
         self.autocast = self._autocast_factory()
@@ -171,12 +183,24 @@ class Trainer:
     def _restore(self) -> None:
         self._check_same_model()
         ckpt = self.checkpoints.load_latest(device="cpu")
-        load_model_tensors(self.model, ckpt.model, source=str(ckpt.path))
+        if bool(ckpt.state.get("fsdp")) != self.fsdp:
+            raise ConfigError(f"cannot resume {self.run_dir} with train.fsdp "
+                              f"{str(self.fsdp).lower()}: its checkpoint at step {ckpt.step} was "
+                              f"written with train.fsdp {str(not self.fsdp).lower()}, and the "
+                              "optimizer state is kept differently; keep train.fsdp as it was")
+        if self.fsdp:
+            check_model_tensors(self._whole, ckpt.model, source=str(ckpt.path))
+            load_full_model_tensors(self.model, ckpt.model)
+        else:
+            load_model_tensors(self.model, ckpt.model, source=str(ckpt.path))
         state = ckpt.state
         # Rates come from the config, which may change on resume; the rest from the checkpoint.
         base_lrs = [g["base_lr"] for g in self.optimizer.param_groups]
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.fsdp:
+                load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
         except ValueError as e:
             raise ConfigError(f"cannot resume {self.run_dir}: the checkpoint's optimizer does not "
                               f"fit this config's parameter groups ({e}); train.freeze and "
@@ -222,9 +246,9 @@ class Trainer:
                 finally:
                     for hook in self.hooks:
                         hook.teardown(self)
+                if self.ranks.from_main(not (self.run_dir / WEIGHTS_FILE).exists()):
+                    self._save_weights()  # no evaluation ran: the last weights are the ones to use
                 if self.is_main:
-                    if not (self.run_dir / WEIGHTS_FILE).exists():
-                        self._save_weights()  # no evaluation ran: the last weights are the ones to use
                     plot_losses(self.metrics.read(), self.run_dir / PLOTS_DIR / "loss.png")
                 self.ranks.barrier()
             finally:
@@ -237,7 +261,7 @@ class Trainer:
         """The module a training step calls: the objective's loss over the model, wrapped
         in DDP when there are several ranks (which then averages gradients in backward).
         Wrapping is a collective, so it waits until every rank's set-up succeeded."""
-        if self.ranks.enabled:
+        if self.ranks.enabled and not self.fsdp:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             with self.ranks.talking():
                 self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids,
@@ -253,7 +277,8 @@ class Trainer:
         try:
             with GracefulInterrupt() as interrupt:
                 while self.step < cfg.steps:
-                    loss, items, padded, stop = self._train_step(interrupt)
+                    with self.ranks.talking(only_comm_errors=True):
+                        loss, items, padded, stop = self._train_step(interrupt)
                     self.step += 1
                     window["items"] += items
                     window["padded"] += padded
@@ -306,14 +331,21 @@ class Trainer:
         self._lr = cfg.lr * factor
         total, count, items, padded = 0.0, 0.0, 0, 0
         for micro in range(cfg.grad_accum):
-            batch = self.ranks.shard(self.objective.train_batch(self.step, micro))
-            items, padded = items + batch.n_positions, padded + batch.n_padded
+            whole = self.objective.train_batch(self.step, micro)
+            batch = self.ranks.shard(whole)
+            idle = batch.size == 0
+            if idle:  # fewer rows than ranks: run one row, count nothing, join the reduction
+                batch = shard(whole, 0, whole.size)
+            else:
+                items, padded = items + batch.n_positions, padded + batch.n_padded
             batch = batch.to(self.device)
-            # DDP averages gradients in the last micro-batch's backward only.
+            # Gradients are averaged over the ranks in the last micro-batch's backward only.
             last = micro == cfg.grad_accum - 1
-            with contextlib.nullcontext() if last or not self.ranks.enabled else self.loss_module.no_sync():
+            with self._gradient_sync(last):
                 with self.autocast() if self.autocast else contextlib.nullcontext():
                     result = self.loss_module(batch)
+                if idle:
+                    result = LossSum(result.total * 0.0, 0.0)
                 result.total.backward()
             total = total + result.total.detach()
             count = count + result.count
@@ -342,9 +374,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss, int(items), int(padded), stops > 0
 
+    def _gradient_sync(self, sync: bool):
+        """A context in which backward averages gradients over the ranks only if ``sync``."""
+        if not self.ranks.enabled or sync:
+            if self.fsdp:
+                self.model.set_requires_gradient_sync(True)
+            return contextlib.nullcontext()
+        if self.fsdp:
+            self.model.set_requires_gradient_sync(False)
+            return contextlib.nullcontext()
+        return self.loss_module.no_sync()
+
     def _evaluate(self) -> dict:
         """Rank 0 evaluates (and keeps the best weights); the others wait and take its
-        metrics."""
+        metrics. Sharded (FSDP), every forward pass is a collective, so every rank
+        evaluates the same batches and reaches the same metrics."""
+        if self.fsdp:
+            return self._evaluate_here()
         metrics = None
         with self.ranks.together("evaluation"):
             if self.is_main:
@@ -370,9 +416,10 @@ class Trainer:
                 self.best is None or (value > self.best if self.best_mode == "max" else value < self.best)):
             self.best = value
             self._save_weights()
-        plots = self.run_dir / PLOTS_DIR
-        plot_losses(self.metrics.read(), plots / "loss.png")
-        self.objective.write_plots(plots)
+        if self.is_main:
+            plots = self.run_dir / PLOTS_DIR
+            plot_losses(self.metrics.read(), plots / "loss.png")
+            self.objective.write_plots(plots)
         return metrics
 
     def _record(self, record: dict) -> None:
@@ -383,21 +430,33 @@ class Trainer:
         for hook in self.hooks:
             hook.on_record(self, record)
 
+    def _model_tensors(self) -> dict:
+        """The whole weights; sharded, a collective after which rank 0 holds them."""
+        if self.fsdp:
+            return full_model_tensors(self.model, list(self._whole))
+        return model_tensors(self.model)
+
     def _save_weights(self) -> None:
-        save_weights(self.run_dir / WEIGHTS_FILE, model_tensors(self.model),
-                     {"step": str(self.step), "format": "seqlab"})
+        tensors = self._model_tensors()
+        if self.is_main:
+            save_weights(self.run_dir / WEIGHTS_FILE, tensors,
+                         {"step": str(self.step), "format": "seqlab"})
 
     def _save_checkpoint(self) -> None:
         """Rank 0 writes the checkpoint, with every rank's RNG state; the others wait."""
         rngs = self.ranks.gather(rng_state())
+        tensors = self._model_tensors()
+        optimizer = full_optimizer_state(self.model, self.optimizer) if self.fsdp else None
         with self.ranks.together("saving a checkpoint"):
             if self.is_main:
-                state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                state = {"step": self.step, "optimizer": optimizer or self.optimizer.state_dict(),
                          "rng": rngs[0], "data": self.objective.data_state(),
                          "best": {"metric": self.config.train.best_metric, "value": self.best}}
                 if self.ranks.enabled:
                     state.update(world_size=self.ranks.world_size, rng_ranks=rngs)
-                self.checkpoints.save(self.step, model=model_tensors(self.model), state=state)
+                    if self.fsdp:
+                        state["fsdp"] = True
+                self.checkpoints.save(self.step, model=tensors, state=state)
 
     def _progress(self):
         if not self.config.train.progress or not self.is_main:
