@@ -259,3 +259,20 @@ def test_resuming_a_ddp_run_sharded_is_refused(lm_runs, tmp_path):
     assert ("cannot resume {} with train.fsdp true: its checkpoint at step 8 was written with "
             "train.fsdp false".format(root / "two")) in done.stderr
     assert CheckpointManager(root / "two" / "trainer").latest_step() == 8
+
+
+def test_two_nodes_meet_through_a_c10d_rendezvous(lm_runs, tmp_path):
+    """Two torchrun agents, as on two machines (here both on loopback), one rank each."""
+    root, config = lm_runs
+    path = tmp_path / "run.yaml"
+    path.write_text(config.to_yaml())
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "seqlab-test",
+         "-m", "seqlab", "train", str(path), "--out", str(tmp_path / "run"), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=120) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert sum("run directory:" in out for out, _ in outputs) == 1  # rank 0 reports
+    assert_close(weights(root / "one"), weights(tmp_path / "run"))
