@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare: where to write the loss curves (default: runs-compare.png)")
     _add_common(p)
 
+    p = sub.add_parser("data", help="prepare data: seqlab data prepare CONFIG --out DIR")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data.add_parser("prepare", help="tokenise a text config's corpus into memory-mapped shards",
+                        description="Encode the corpus a config's text source reads, in parallel "
+                                    "processes, into token shards that training reads lazily "
+                                    "(data: {source: shards, path: DIR}).")
+    p.add_argument("config", help="YAML config whose data section reads text")
+    p.add_argument("--out", required=True, help="directory to write the shards to")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--workers", type=int, default=None, help="encoding processes (default: CPUs)")
+    p.add_argument("--shard-tokens", type=int, default=None,
+                   help="most token ids per shard file (default: 2**27)")
+    _add_common(p)
+
     from seqlab.bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub, _add_common)
@@ -242,6 +256,22 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from seqlab.config import RunConfig
+    from seqlab.prepare import DEFAULT_SHARD_TOKENS, prepare_shards
+
+    config = RunConfig.from_yaml(args.config, args.overrides)
+    index = prepare_shards(config, args.out, workers=args.workers,
+                           shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS)
+    made = index["made_from"]
+    size = index["tokens"] * (2 if index["dtype"] == "uint16" else 4)
+    print(f"prepared {index['tokens']:,} tokens ({index['dtype']}, {size / 2**20:,.1f} MiB) from "
+          f"{made['files']} files ({made['bytes'] / 2**20:,.1f} MiB) in {len(index['shards'])} "
+          f"shards, {made['workers']} workers, {made['seconds']:.1f} s: {args.out}")
+    print(f"train on it with: --set data.source=shards --set data.path={args.out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from seqlab.bench.cli import cmd_bench as run
 
@@ -250,7 +280,8 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
-            "presets": cmd_presets, "runs": cmd_runs, "bench": cmd_bench}
+            "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,6 +94,11 @@ class DataSource:
         """Feature width for feature sources (known after ``load``)."""
         return None
 
+    def tokenizer_file(self):
+        """The tokenizer file the data was encoded with (prepared shards), or None: the
+        run's tokenizer comes from the config."""
+        return None
+
     def texts(self) -> Iterator[str]:
         """The training texts, for tokenizers that learn a vocabulary (char, ids)."""
         return iter(())

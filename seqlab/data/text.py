@@ -171,18 +171,32 @@ def read_corpus(paths: list[Path], tokenizer: Tokenizer, *,
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
     eos = np.array([tokenizer.eos_id], dtype=np.int32)
     pieces, files = [eos], []
-    budget = max_bytes
-    for path in paths:
-        path = Path(path)
-        data, truncated = _read_bytes(path, budget)
+    for path, limit in byte_budget(paths, max_bytes):
         files.append(path)
-        pieces += [_encode_file(path, data, tokenizer), eos]
-        if budget is not None:
-            budget -= len(data)
-            if truncated or budget <= 0:
-                break
+        pieces += [encode_file(path, tokenizer, limit), eos]
     tokens = torch.from_numpy(np.concatenate(pieces))
     return TokenCorpus(tokens=tokens, units=tokenizer.count_units(tokens), files=files)
+
+
+def byte_budget(paths: list[Path], max_bytes: int | None) -> list[tuple[Path, int | None]]:
+    """The files a ``max_bytes`` cap lets ``read_corpus`` read, each with the most bytes
+    to read from it (None: all of it); the last one may be cut."""
+    plan, budget = [], max_bytes
+    for path in paths:
+        path = Path(path)
+        plan.append((path, budget))
+        if budget is not None:
+            size = path.stat().st_size
+            if size >= budget:
+                break
+            budget -= size
+    return plan
+
+
+def encode_file(path: Path, tokenizer: Tokenizer, limit: int | None = None) -> np.ndarray:
+    """A file's ids (at most ``limit`` bytes of it, cut at a character boundary)."""
+    data, _ = _read_bytes(path, limit)
+    return _encode_file(path, data, tokenizer)
 
 
 def _read_bytes(path: Path, limit: int | None) -> tuple[bytes, bool]:
@@ -221,11 +235,17 @@ def split_tokens(tokens: Tensor, val_fraction: float) -> tuple[Tensor, Tensor]:
     Both sides get at least one token when the stream has two; callers check whether
     that is enough for their block size.
     """
+    cut = split_point(len(tokens), val_fraction)
+    return tokens[:cut], tokens[cut:]
+
+
+def split_point(n: int, val_fraction: float) -> int:
+    """Where a stream of ``n`` tokens splits into training and validation (see
+    ``split_tokens``)."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    n = len(tokens)
     n_val = min(max(round(n * val_fraction), 1), max(n - 1, 0))
-    return tokens[: n - n_val], tokens[n - n_val:]
+    return n - n_val
 
 
 class RandomBlocks:

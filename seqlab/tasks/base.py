@@ -157,6 +157,11 @@ class Objective:
         self.source.attach(self.tokenizer, self._fitted(run_dir))
         self.sync_model()
 
+    def build_tokenizer(self) -> Tokenizer | None:
+        """The tokenizer a new run of this config uses (learning a vocabulary from the
+        training texts when its kind does); None for feature inputs."""
+        return self._tokenizer(None)
+
     def _fitted(self, run_dir: Path | None) -> dict | None:
         if run_dir is None or not (run_dir / DATA_FILE).exists():
             return None
@@ -171,6 +176,12 @@ class Objective:
             if cfg.path is None:
                 self._expected_kind = (cfg.kind, run_dir / TOKENIZER_FILE)
             return tokenizer
+        provided = self.source.tokenizer_file()
+        if provided is not None:  # the data was encoded already: its ids, its tokenizer
+            if cfg.path is not None and Path(cfg.path).resolve() != Path(provided).resolve():
+                raise ConfigError(f"tokenizer.path is {cfg.path}, but data {self.config.data.path} "
+                                  f"was encoded with {provided}; leave tokenizer.path unset")
+            cfg.path = str(provided)
         init = self.config.init.run
         if cfg.path is None and init is not None and (Path(init) / TOKENIZER_FILE).exists():
             # A model initialised from a run reads that run's token ids.

@@ -75,7 +75,7 @@ def document_start(tokenizer: Tokenizer) -> list[int]:
     return [tokenizer.eos_id]
 
 
-@register_objective("causal_lm", sources=("text",), modes=("causal",))
+@register_objective("causal_lm", sources=("text", "shards"), modes=("causal",))
 class CausalLM(Objective):
     """Next-token prediction on blocks of a text stream."""
 

@@ -121,7 +121,7 @@ class MaskedLMMetric(Metric):
                 "perplexity": float(np.exp(min(loss, 700.0)))}
 
 
-@register_objective("masked_lm", MaskedLMOptions, sources=("text", "examples"),
+@register_objective("masked_lm", MaskedLMOptions, sources=("text", "shards", "examples"),
                     modes=("bidirectional",), model_defaults={"causal": False})
 class MaskedLM(Objective):
     """Predict chosen tokens from both sides of their context."""
