@@ -11,5 +11,13 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 "$PY" -m pip install -q -e ".[${extras}]"
+# The serving tests drive the playground page in a real headless Chromium (Debian's).
+if [[ ",${extras}," == *",dev,"* ]] && ! command -v chromium >/dev/null 2>&1 \
+    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing Chromium (apt-get) for the browser test"
+  { apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+    || echo "setup: could not install Chromium; the browser test will be skipped"
+fi
 command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
 echo "setup: seqlab $("$PY" -c 'import seqlab; print(seqlab.__version__)') ready (torch $("$PY" -c 'import torch; print(torch.__version__)'))"

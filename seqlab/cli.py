@@ -87,6 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare: where to write the loss curves (default: runs-compare.png)")
     _add_common(p)
 
+    p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): API, streaming, playground page")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--api-key", default=os.environ.get("SEQLAB_API_KEY"),
+                   help="require this key (Authorization: Bearer KEY); default: $SEQLAB_API_KEY")
+    p.add_argument("--max-batch", type=int, default=8, help="requests batched together (1: no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to share its batch")
+    p.add_argument("--queue-size", type=int, default=64, help="requests waiting before 503")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="cap per generate request")
+    p.add_argument("--max-body-kb", type=int, default=1024, help="largest request body")
+    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    _add_common(p)
+
     p = sub.add_parser("data", help="prepare data: seqlab data prepare CONFIG --out DIR")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data.add_parser("prepare", help="tokenise a text config's corpus into memory-mapped shards",
@@ -272,6 +288,24 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    try:
+        from seqlab.serve.app import Limits, serve
+    except ImportError as e:
+        print(f"seqlab: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_new_tokens=args.max_new_tokens,
+                    max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                    queue_size=args.queue_size)
+    serve(args.run_dir, host=args.host, port=args.port, device=args.device,
+          api_key=args.api_key, limits=limits)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from seqlab.bench.cli import cmd_bench as run
 
@@ -280,7 +314,7 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
-            "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data,
+            "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
             "bench": cmd_bench}
 
 

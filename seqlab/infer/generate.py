@@ -35,8 +35,13 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def next_token(logits: Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> Tensor:
-    """Pick one token per row from ``logits`` (B, V); returns (B,) int64."""
+Generators = torch.Generator | list[torch.Generator | None] | None
+
+
+def next_token(logits: Tensor, sampling: SamplingConfig, generator: Generators) -> Tensor:
+    """Pick one token per row from ``logits`` (B, V); returns (B,) int64. ``generator``:
+    one for the batch, or one per row (a row drawn from its own generator draws what it
+    would draw alone, so batching requests does not change any one's tokens)."""
     if sampling.greedy or sampling.temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / sampling.temperature
@@ -51,12 +56,15 @@ def next_token(logits: Tensor, sampling: SamplingConfig, generator: torch.Genera
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(-1)
+    if isinstance(generator, list):
+        return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)
+                          for i, g in enumerate(generator)]).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 @torch.no_grad()
 def generate(model, prompt: Tensor, *, max_new_tokens: int, sampling: SamplingConfig | None = None,
-             seed: int | None = None, eos_id: int | None = None, pad_id: int = 0,
+             seed: int | list[int | None] | None = None, eos_id: int | None = None, pad_id: int = 0,
              padding_mask: Tensor | None = None,
              on_step: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
@@ -65,7 +73,8 @@ def generate(model, prompt: Tensor, *, max_new_tokens: int, sampling: SamplingCo
         model: a causal model following the state protocol.
         prompt: (B, T) token ids; left-pad rows of different lengths and pass ``padding_mask``.
         sampling: how to choose tokens (default: temperature 1 sampling).
-        seed: seeds a private generator, so results repeat without touching global RNG.
+        seed: seeds a private generator, so results repeat without touching global RNG;
+            a list gives each row its own (None: that row draws from the global RNG).
         eos_id: rows stop at this token; later slots of a stopped row hold ``pad_id``.
         padding_mask: (B, T) bool, True for real prompt tokens (False for left padding).
         on_step: called as ``on_step(step, logits, token)`` once per new token, with
@@ -90,10 +99,8 @@ def generate(model, prompt: Tensor, *, max_new_tokens: int, sampling: SamplingCo
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     sampling = sampling or SamplingConfig()
     device = prompt.device
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
+    generator = ([_seeded(s, device) for s in seed] if isinstance(seed, list)
+                 else _seeded(seed, device))
     limit = getattr(model, "max_positions", None)
     if limit is not None and prompt.shape[1] > limit:
         prompt = prompt[:, -limit:]
@@ -133,3 +140,11 @@ def generate(model, prompt: Tensor, *, max_new_tokens: int, sampling: SamplingCo
         return tokens
     finally:
         model.train(was_training)
+
+
+def _seeded(seed: int | None, device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator

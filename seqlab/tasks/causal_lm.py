@@ -107,11 +107,44 @@ class LMPipeline(Pipeline):
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  greedy: bool = False) -> str:
         """Continue ``prompt`` and return only the new text."""
-        ids = document_start(self.tokenizer) + self.tokenizer.encode(prompt)
-        out = generate(self.model, torch.tensor([ids], device=self.device),
-                       max_new_tokens=max_new_tokens, seed=seed,
-                       sampling=SamplingConfig(temperature, top_k, top_p, greedy),
-                       eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
-        limit = self.model.max_positions
-        n_prompt = min(len(ids), limit) if limit else len(ids)  # the prompt may be cropped
-        return self.tokenizer.decode(out[0, n_prompt:])
+        return self.tokenizer.decode(self.generate_ids(
+            [self.prompt_ids(prompt)], max_new_tokens=[max_new_tokens], seeds=[seed],
+            sampling=SamplingConfig(temperature, top_k, top_p, greedy))[0])
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The ids generation starts from: the document start, then the prompt."""
+        return document_start(self.tokenizer) + self.tokenizer.encode(prompt)
+
+    def generate_ids(self, prompts: list[list[int]], *, max_new_tokens: list[int],
+                     seeds: list[int | None], sampling: SamplingConfig,
+                     on_token=None) -> list[list[int]]:
+        """Continue several prompts at once (left-padded into one batch), each with its
+        own token budget and seed; returns each prompt's new ids (without the ``eos``
+        that ended it). A row draws from its own generator, so each result is what the
+        prompt alone gives. ``on_token(row, id)`` is called for every new id as it comes."""
+        tok = self.tokenizer
+        width = max(map(len, prompts))
+        rows = torch.tensor([[tok.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = None
+        if any(len(p) != width for p in prompts):
+            mask = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts],
+                                device=self.device)
+        budgets = list(max_new_tokens)
+        new: list[list[int]] = [[] for _ in prompts]
+        done = [b == 0 for b in budgets]
+
+        def collect(step, logits, token):
+            for row, t in enumerate(token.tolist()):
+                if done[row]:
+                    continue
+                if t == tok.eos_id:
+                    done[row] = True
+                    continue
+                new[row].append(t)
+                if on_token is not None:
+                    on_token(row, t)
+                done[row] = len(new[row]) >= budgets[row]
+
+        generate(self.model, rows, max_new_tokens=max(budgets), seed=list(seeds), sampling=sampling,
+                 eos_id=tok.eos_id, pad_id=tok.pad_id, padding_mask=mask, on_step=collect)
+        return new
