@@ -89,6 +89,17 @@ class FillMaskRequest(Strict):
     top_k: int = Field(5, ge=1, le=100)
 
 
+CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("predict", "predict"))
+
+
+def _offers(pipeline, method: str) -> bool:
+    """Whether ``pipeline`` does ``method`` (the base Pipeline's stand-ins only refuse)."""
+    from seqlab.tasks.pipeline import Pipeline
+
+    own = getattr(type(pipeline), method, None)
+    return own is not None and own is not getattr(Pipeline, method, None)
+
+
 class Service:
     """A loaded run, its batcher and the limits: what the endpoints call."""
 
@@ -102,15 +113,18 @@ class Service:
         self.limits = limits or Limits()
         self.api_key = api_key
         self.context = self.pipeline.config.model.context_length
-        runner = {"causal_lm": self._generate_batch, "masked_lm": self._fill_mask_batch}.get(
-            self.task, self._predict_batch)
+        # What the run does decides what is served: its pipeline's abilities.
+        self.kind = next((kind for kind, method in CAPABILITIES if _offers(self.pipeline, method)), None)
+        runner = {"generate": self._generate_batch, "fill-mask": self._fill_mask_batch,
+                  "predict": self._predict_batch}.get(self.kind, lambda jobs: [])
         self.batcher = Batcher(runner, max_batch=self.limits.max_batch,
                                max_wait_s=self.limits.batch_wait_ms / 1000,
                                queue_size=self.limits.queue_size)
 
     @property
-    def endpoint(self) -> str:
-        return {"causal_lm": "/v1/generate", "masked_lm": "/v1/fill-mask"}.get(self.task, "/v1/predict")
+    def endpoint(self) -> str | None:
+        """The inference endpoint, or None (a synthetic-task run only evaluates)."""
+        return f"/v1/{self.kind}" if self.kind else None
 
     def info(self) -> dict:
         config = self.pipeline.config
@@ -326,7 +340,7 @@ def create_app(service: Service) -> FastAPI:
     async def playground() -> str:
         return resources.files("seqlab.serve").joinpath("playground.html").read_text(encoding="utf-8")
 
-    if service.task == "causal_lm":
+    if service.kind == "generate":
         @app.post("/v1/generate", response_model=GenerateResponse,
                   responses={200: {"content": {"text/event-stream": {}}}})
         async def generate(req: GenerateRequest, request: Request):
@@ -346,14 +360,14 @@ def create_app(service: Service) -> FastAPI:
             return StreamingResponse(_sse(events, task), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
 
-    elif service.task == "masked_lm":
+    elif service.kind == "fill-mask":
         @app.post("/v1/fill-mask")
         async def fill_mask(req: FillMaskRequest, request: Request) -> dict:
             authorize(request)
             service.check_fill_mask(req)
             return {"masks": await service.batcher.submit(Job(("fill", req.top_k), req))}
 
-    else:
+    elif service.kind == "predict":
         @app.post("/v1/predict")
         async def predict(req: PredictRequest, request: Request) -> dict:
             authorize(request)

@@ -1,0 +1,174 @@
+"""The conformance suite over objectives: every registered objective trains on 2 ranks
+as on 1, resumes exactly, loads through ``seqlab.load`` (its evaluation repeating the
+run's own), and is served by ``seqlab serve``. A new objective joins by adding one entry
+to ``CASES``; ``test_every_objective_is_in_the_suite`` fails until it does."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from starlette.testclient import TestClient
+
+import seqlab
+from seqlab.config import RunConfig
+from seqlab.serve.app import Service, create_app
+from seqlab.tasks import OBJECTIVES
+from seqlab.train.checkpoint import CheckpointManager
+from seqlab.train.trainer import Trainer
+
+TRAIN = {"steps": 6, "batch_size": 4, "lr": 5e-3, "warmup_steps": 1, "eval_every": 3,
+         "eval_batches": 2, "log_every": 1, "progress": False, "num_threads": 1}
+
+
+@dataclass
+class Case:
+    """One objective in the suite: its config over the shared data folder, and a request
+    to its served endpoint with the Python call the response must equal."""
+
+    config: Callable[[Path], dict]
+    request: tuple[str, dict] | None  # (endpoint, body); None: nothing to infer
+    expected: Callable[[object], object] | None = None  # pipeline -> the response's payload
+    received: Callable[[dict], object] = lambda response: response
+
+
+def text_config(folder: Path, task: str, causal: bool) -> dict:
+    return {"task": task, "seed": 2,
+            "model": {"mixer": ["attention", "lstm" if causal else "gru"], "d_model": 16,
+                      "n_layers": 2, "n_heads": 2, "causal": causal, "context_length": 24,
+                      "position": "rope", "dropout": 0.1},
+            "data": {"path": str(folder / "corpus.txt")}, "train": TRAIN}
+
+
+def examples_config(folder: Path, task: str, **data) -> dict:
+    return {"task": task, "seed": 2,
+            "model": {"mixer": ["lstm", "attention"], "d_model": 16, "n_layers": 2, "n_heads": 2,
+                      "causal": False, "context_length": 24, "position": "rope", "dropout": 0.1},
+            "data": {"source": "examples", "path": str(folder / "train.jsonl"),
+                     "val_path": str(folder / "val.jsonl"), "bucket": True, **data},
+            "train": TRAIN}
+
+
+def synthetic_config(folder: Path) -> dict:
+    return {"task": "synthetic", "seed": 2,
+            "task_options": {"name": "copy", "length": 12, "n_copy": 3, "n_tokens": 4,
+                             "eval_examples": 16},
+            "model": {"mixer": "lstm", "d_model": 16, "n_layers": 1, "position": "none",
+                      "dropout": 0.1},
+            "train": TRAIN}
+
+
+def predicted(texts):
+    return lambda pipeline: pipeline.predict(texts)
+
+
+CASES: dict[str, Case] = {
+    "causal_lm": Case(
+        lambda d: text_config(d, "causal_lm", causal=True),
+        ("/v1/generate", {"prompt": "the ", "max_new_tokens": 8, "seed": 3}),
+        lambda p: p.generate("the ", max_new_tokens=8, seed=3), lambda r: r["text"]),
+    "masked_lm": Case(
+        lambda d: text_config(d, "masked_lm", causal=False),
+        ("/v1/fill-mask", {"text": "the <mask>ox", "top_k": 3}),
+        lambda p: p.fill_mask("the <mask>ox", top_k=3), lambda r: r["masks"]),
+    "classify": Case(
+        lambda d: examples_config(d, "classify"),
+        ("/v1/predict", {"texts": ["axxa", "bbz"]}),
+        predicted(["axxa", "bbz"]), lambda r: r["predictions"]),
+    "tag": Case(
+        lambda d: examples_config(d, "tag", label_field="tags"),
+        ("/v1/predict", {"texts": ["axa"]}),
+        predicted(["axa"]), lambda r: r["predictions"]),
+    "regress": Case(
+        lambda d: examples_config(d, "regress", label_field="share"),
+        ("/v1/predict", {"texts": ["aaxy", "b"]}),
+        predicted(["aaxy", "b"]), lambda r: r["predictions"]),
+    "synthetic": Case(synthetic_config, None),
+}
+
+
+def test_every_objective_is_in_the_suite():
+    assert set(OBJECTIVES.names()) == set(CASES), \
+        "add the new objective to CASES in tests/test_objective_conformance.py"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog. " * 30)
+    rng = random.Random(0)
+    for name, n in (("train.jsonl", 30), ("val.jsonl", 8)):
+        rows = []
+        for _ in range(n):
+            label = rng.choice("ab")
+            text = "".join(rng.choice(label + "xyz") for _ in range(rng.randint(2, 12)))
+            rows.append({"text": text, "label": label, "share": text.count(label) / len(text),
+                         "tags": ["L" if c == label else "O" for c in text]})
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def config_for(name: str, data: Path, *overrides: str) -> RunConfig:
+    return RunConfig.from_dict(CASES[name].config(data)).replace(list(overrides))
+
+
+def final(run: Path) -> dict[str, torch.Tensor]:
+    return CheckpointManager(run / "trainer").load_latest().model
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exact_resume(name, data, tmp_path):
+    config = config_for(name, data)
+    Trainer(config, tmp_path / "straight").fit()
+    Trainer(config, tmp_path / "resumed").fit(until_step=2)
+    Trainer(config, tmp_path / "resumed", resume=True).fit()
+    a, b = final(tmp_path / "straight"), final(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_two_ranks_train_as_one(name, data, tmp_path):
+    config = config_for(name, data, "model.dropout=0.0")
+    Trainer(config, tmp_path / "one").fit()
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml())
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "seqlab", "train", str(path), "--out",
+                           str(tmp_path / "two"), "-q"], capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = final(tmp_path / "one"), final(tmp_path / "two")
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-4, worst
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_load_evaluate_and_serve(name, data, tmp_path):
+    result = seqlab.fit(config_for(name, data), tmp_path / "run")
+    pipeline = seqlab.load(tmp_path / "run")
+    if name != "synthetic":  # a synthetic run evaluates on fresh sequences it draws
+        again = pipeline.evaluate(max_batches=TRAIN["eval_batches"])
+        assert again["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-5)
+    case = CASES[name]
+    service = Service(tmp_path / "run")
+    with TestClient(create_app(service)) as client:
+        assert client.get("/health").json()["objective"] == name
+        info = client.get("/v1/info").json()
+        if case.request is None:
+            assert info["endpoint"] is None
+            return
+        endpoint, body = case.request
+        assert info["endpoint"] == endpoint
+        response = client.post(endpoint, json=body)
+        assert response.status_code == 200, response.text
+        got, expected = case.received(response.json()), case.expected(pipeline)
+        assert json.loads(json.dumps(got)) == pytest.approx(json.loads(json.dumps(expected)), abs=1e-5) \
+            if name == "regress" else got == json.loads(json.dumps(expected))
