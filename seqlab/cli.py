@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     _add_common(p)
 
+    p = sub.add_parser("hf", help="Hugging Face checkpoints: seqlab hf import|export")
+    hf = p.add_subparsers(dest="hf_command", required=True, metavar="ACTION")
+    p = hf.add_parser("import", help="a local GPT-2, Llama or Mamba checkpoint directory -> a run")
+    p.add_argument("hf_dir", help="directory with config.json and model.safetensors")
+    p.add_argument("--out", required=True, help="the run directory to write")
+    _add_common(p)
+    p = hf.add_parser("export", help="a gpt- or llama-shaped causal LM run -> a Hugging Face directory")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="the directory to write (from_pretrained reads it)")
+    _add_common(p)
+
     p = sub.add_parser("data", help="prepare data: seqlab data prepare CONFIG --out DIR")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data.add_parser("prepare", help="tokenise a text config's corpus into memory-mapped shards",
@@ -306,6 +317,18 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_hf(args) -> int:
+    from seqlab.interop.hf import export_hf, import_hf
+
+    if args.hf_command == "import":
+        run = import_hf(args.hf_dir, args.out)
+        print(f"imported {args.hf_dir} into {run}; try: seqlab generate {run} --prompt '464 2068'")
+    else:
+        out = export_hf(args.run_dir, args.out)
+        print(f"exported {args.run_dir} to {out} (AutoModelForCausalLM.from_pretrained reads it)")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from seqlab.bench.cli import cmd_bench as run
 
@@ -315,6 +338,7 @@ def cmd_bench(args) -> int:
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
+            "hf": cmd_hf,
             "bench": cmd_bench}
 
 

@@ -48,6 +48,11 @@ class ModelConfig:
     input_dim: int | None = None
     vocab_size: int | None = None
     mixer_options: dict[str, dict] = field(default_factory=dict)
+    # Details that imported checkpoints fix: the mlp's GELU (gelu or gelu_tanh), the
+    # norms' epsilon (None: torch's default), and the rotary base.
+    activation: str = "gelu"
+    norm_eps: float | None = None
+    rope_base: float = 10000.0
 
     def __post_init__(self):
         for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),
@@ -74,6 +79,15 @@ class ModelConfig:
             convert(MIXERS.get(name).options, options, f"model.mixer_options.{name}", "config")
         if self.ffn != "none":
             _lookup(FFNS, self.ffn, "model.ffn")
+        if self.activation not in ("gelu", "gelu_tanh"):
+            raise ConfigError(f"model.activation must be 'gelu' or 'gelu_tanh', got {self.activation!r}")
+        if self.activation != "gelu" and self.ffn != "mlp":
+            raise ConfigError(f"model.activation applies to the mlp ffn; this model's ffn is "
+                              f"{self.ffn!r}")
+        if self.norm_eps is not None and self.norm_eps <= 0:
+            raise ConfigError(f"model.norm_eps must be positive, got {self.norm_eps}")
+        if self.rope_base <= 1:
+            raise ConfigError(f"model.rope_base must be above 1, got {self.rope_base}")
         _lookup(NORMS, self.norm, "model.norm")
         _lookup(POSITIONS, self.position, "model.position")
         uses_heads = any(MIXERS.get(m).uses_positions for m in self.mixers)

@@ -176,6 +176,8 @@ class IdsTokenizer(Tokenizer):
     ``<eos>`` (and ``<mask>``). Text is ids written as decimal numbers separated by spaces.
 
     ``size`` is taken from the training data (largest id + 1) when the tokenizer is built.
+    ``special_ids`` instead names ids inside the vocabulary as ``<pad>``, ``<bos>`` and
+    ``<eos>`` (an imported model's own, e.g. GPT-2's 50256), and nothing is appended.
     """
 
     kind = "ids"
@@ -183,12 +185,23 @@ class IdsTokenizer(Tokenizer):
     learns_vocabulary = True
     default_specials = ["<pad>", "<bos>", "<eos>"]
     _fields = {"size": int, "special_tokens": list}
+    _optional = {"special_ids": dict}
 
-    def __init__(self, size: int, *, mask: bool = False, specials: list[str] | None = None):
+    def __init__(self, size: int, *, mask: bool = False, specials: list[str] | None = None,
+                 special_ids: dict[str, int] | None = None):
         if size <= 0:
             raise ValueError(f"an ids tokenizer needs size >= 1, got {size}")
         self.size = size
-        self._set_specials(specials or self.specials_for(mask), size)
+        self.special_ids_inside = dict(special_ids) if special_ids else None
+        if self.special_ids_inside is None:
+            self._set_specials(specials or self.specials_for(mask), size)
+            return
+        if set(special_ids) != set(self.default_specials) or not all(
+                isinstance(i, int) and 0 <= i < size for i in special_ids.values()):
+            raise TokenizerError(f"special_ids must give {', '.join(self.default_specials)} ids in "
+                                 f"0..{size - 1}, got {special_ids}")
+        self.special_tokens = list(self.default_specials)
+        self.pad_id, self.bos_id, self.eos_id = (special_ids[n] for n in self.default_specials)
 
     @classmethod
     def build(cls, texts: Iterable[str] = (), *, mask: bool = False) -> IdsTokenizer:
@@ -215,7 +228,7 @@ class IdsTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self.size + len(self.special_tokens)
+        return self.size + (0 if self.special_ids_inside else len(self.special_tokens))
 
     def encode_array(self, data: str | bytes) -> np.ndarray:
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -228,22 +241,34 @@ class IdsTokenizer(Tokenizer):
 
     def decode(self, ids: IdsLike, *, skip_special: bool = True) -> str:
         arr = _decode_input(self, ids)
+        if self.special_ids_inside:
+            names = {i: n for n, i in self.special_ids_inside.items()}
+            return " ".join(str(i) if i not in names else names[i] for i in arr.tolist()
+                            if not (skip_special and i in names))
         if skip_special:
             return " ".join(str(i) for i in arr[arr < self.size].tolist())
         return " ".join(str(i) if i < self.size else self.special_tokens[i - self.size]
                         for i in arr.tolist())
 
     def _unit_mask(self, ids):
-        return (ids >= 0) & (ids < self.size)
+        mask = (ids >= 0) & (ids < self.size)
+        for i in (self.special_ids_inside or {}).values():
+            mask = mask & (ids != i)
+        return mask
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "version": 2, "size": self.size,
-                "special_tokens": list(self.special_tokens)}
+        d = {"kind": self.kind, "version": 2, "size": self.size,
+             "special_tokens": list(self.special_tokens)}
+        if self.special_ids_inside:
+            d["special_ids"] = dict(self.special_ids_inside)
+        return d
 
     @classmethod
     def _from_fields(cls, d: dict[str, Any], source: str) -> IdsTokenizer:
         if d["size"] <= 0:
             raise TokenizerError(f"{source}: 'size' must be >= 1, got {d['size']}")
+        if d.get("special_ids"):
+            return cls(d["size"], special_ids=d["special_ids"])
         return cls(d["size"], specials=cls._check_specials(d["special_tokens"], source))
 
 

@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from seqlab.errors import ShapeError
 from seqlab.nn.layers import Block
-from seqlab.nn.mixer import State
+from seqlab.nn.mixer import State, tracing
 from seqlab.nn.positions import AbsolutePosition, positions_from_mask
 
 
@@ -89,7 +89,7 @@ class Backbone(nn.Module):
         if self.position is not None:
             start = state.seen if state is not None else 0
             x = x + self.position(positions_from_mask(start, B, T, padding_mask, device=x.device))
-        elif self.max_positions is not None:
+        elif self.max_positions is not None and not tracing():
             seen = int(state.seen.max()) if state is not None else 0
             if seen + T > self.max_positions:
                 raise ShapeError(f"sequence length {seen + T} exceeds this model's limit of "

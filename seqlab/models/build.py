@@ -6,6 +6,7 @@ module: the config layer sits above the components it describes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,11 +31,12 @@ def build_backbone(cfg) -> Backbone:
     """Wire a Backbone from its config (``vocab_size`` or ``input_dim`` must be set)."""
     d = cfg.d_model
     position = POSITIONS.get(cfg.position)(d_model=d, d_head=d // cfg.n_heads,
-                                           n_heads=cfg.n_heads,
+                                           n_heads=cfg.n_heads, base=cfg.rope_base,
                                            context_length=cfg.context_length)
     relative = position if isinstance(position, RelativePosition) else None
     absolute = position if isinstance(position, AbsolutePosition) else None
-    norm = NORMS.get(cfg.norm)
+    norm = functools.partial(NORMS.get(cfg.norm), eps=cfg.norm_eps)
+    ffn_options = {"activation": cfg.activation} if cfg.ffn == "mlp" else {}
     blocks = []
     for i, name in enumerate(cfg.mixers):
         args = MixerArgs(d_model=d, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
@@ -46,7 +48,8 @@ def build_backbone(cfg) -> Backbone:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"model layer {i} ({name}): {e}") from None
-        ffn = None if cfg.ffn == "none" else FFNS.get(cfg.ffn)(d, cfg.d_ff, dropout=cfg.dropout)
+        ffn = None if cfg.ffn == "none" else FFNS.get(cfg.ffn)(d, cfg.d_ff, dropout=cfg.dropout,
+                                                               **ffn_options)
         blocks.append(Block(mixer, ffn=ffn, norm=norm, residual=cfg.residual,
                             dropout=cfg.dropout))
     kind = cfg.input or ("features" if cfg.input_dim and not cfg.vocab_size else "tokens")

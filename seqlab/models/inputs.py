@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError, ShapeError, TokenizerError
+from seqlab.nn.mixer import tracing
 from seqlab.registry import Registry
 
 
@@ -35,7 +36,7 @@ class TokenEmbedding(nn.Embedding):
     def forward(self, ids: Tensor) -> Tensor:
         if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ShapeError(f"token ids must be an integer tensor, got dtype {ids.dtype}")
-        if ids.numel():
+        if ids.numel() and not tracing():
             lo, hi = torch.aminmax(ids)
             lo, hi = int(lo), int(hi)
             if lo < 0 or hi >= self.num_embeddings:

@@ -16,18 +16,25 @@ NORMS: Registry = Registry("norm")
 
 @FFNS.register("mlp")
 class MLP(nn.Module):
-    """Linear -> GELU -> Linear (the GPT-2 / BERT feed-forward), d_ff defaults to 4 D."""
+    """Linear -> GELU -> Linear (the GPT-2 / BERT feed-forward), d_ff defaults to 4 D.
+    ``activation``: ``gelu`` (exact) or ``gelu_tanh`` (the tanh approximation GPT-2 used)."""
+
+    ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
 
     def __init__(self, d_model: int, d_ff: int | None = None, *, dropout: float = 0.0,
-                 bias: bool = True):
+                 bias: bool = True, activation: str = "gelu"):
         super().__init__()
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"MLP activation must be one of {', '.join(self.ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        self.approximate = self.ACTIVATIONS[activation]
         d_ff = d_ff or 4 * d_model
         self.up = nn.Linear(d_model, d_ff, bias=bias)
         self.down = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self.dropout(F.gelu(self.up(x))))
+        return self.down(self.dropout(F.gelu(self.up(x), approximate=self.approximate)))
 
 
 @FFNS.register("swiglu")
@@ -51,9 +58,11 @@ class SwiGLU(nn.Module):
         return self.down(self.dropout(F.silu(gate) * up))
 
 
-NORMS.add("layernorm", lambda d_model: nn.LayerNorm(d_model))
-NORMS.add("rmsnorm", lambda d_model: nn.RMSNorm(d_model))
-NORMS.add("none", lambda d_model: nn.Identity())
+# Each takes (d_model, eps); eps None is torch's default (LayerNorm 1e-5, RMSNorm the
+# dtype's machine epsilon).
+NORMS.add("layernorm", lambda d_model, eps=None: nn.LayerNorm(d_model, eps=1e-5 if eps is None else eps))
+NORMS.add("rmsnorm", lambda d_model, eps=None: nn.RMSNorm(d_model, eps=eps))
+NORMS.add("none", lambda d_model, eps=None: nn.Identity())
 
 
 class Block(nn.Module):

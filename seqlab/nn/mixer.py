@@ -43,6 +43,13 @@ class BatchState:
         return dataclasses.replace(self, **rows)
 
 
+def tracing() -> bool:
+    """Whether torch.export or torch.compile is tracing this code. Checks that read tensor
+    values (ids in range, a mask that is all real) are skipped then: a traced graph cannot
+    branch on values, and an exported model's inputs are checked by its caller."""
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling()
+
+
 def warn_once(key: str, message: str) -> None:
     """Log ``message`` as a warning the first time ``key`` is seen in this process.
 
@@ -107,7 +114,7 @@ class Mixer(nn.Module):
                 f"{type(self).__name__} is bidirectional (causal=False) and cannot carry a "
                 "streaming state; run it on whole sequences with state=None"
             )
-        if padding_mask is not None and bool(padding_mask.all()):
+        if padding_mask is not None and not tracing() and bool(padding_mask.all()):
             return None
         return padding_mask
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ShapeError
+from seqlab.nn.mixer import tracing
 from seqlab.registry import Registry
 
 POSITIONS: Registry = Registry("position encoding")
@@ -95,7 +96,7 @@ class LearnedPosition(AbsolutePosition):
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, positions: Tensor) -> Tensor:
-        if positions.numel() and int(positions.max()) >= self.max_positions:
+        if positions.numel() and not tracing() and int(positions.max()) >= self.max_positions:
             raise ShapeError(
                 f"position {int(positions.max())} is beyond the learned-position limit of "
                 f"{self.max_positions} (model.context_length); positions 'rope', 'alibi' and "
@@ -123,7 +124,12 @@ class RotaryPosition(RelativePosition):
 
     def _cos_sin(self, pos: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """cos/sin (B, 1, T, Dh) looked up in a cached table, so decoding does not
-        recompute them in every layer at every step."""
+        recompute them in every layer at every step. A traced graph computes them from the
+        positions (the same values the table holds)."""
+        if tracing():
+            angles = pos.float()[..., None] * self.inv_freq
+            angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)  # (B, 1, T, Dh)
+            return angles.cos().to(dtype), angles.sin().to(dtype)
         needed = int(pos.max()) + 1 if pos.numel() else 1
         table = self._table
         if table is None or table[0].shape[0] < needed or table[0].device != pos.device:

@@ -1,0 +1,1 @@
+"""Other libraries' checkpoints in and out (Hugging Face: ``seqlab.interop.hf``)."""

@@ -1,0 +1,412 @@
+"""Hugging Face checkpoints in and out: ``seqlab import-hf`` and ``seqlab export-hf``.
+
+Import reads a local Hugging Face model directory (``config.json`` and safetensors
+weights, one file or an index of shards) of a GPT-2, Llama or Mamba causal LM and
+writes a seqlab run directory: the matching model config (a ``gpt``, ``llama`` or
+``mamba``-shaped stack), the weights under seqlab's names, and an ``ids`` tokenizer over
+the checkpoint's vocabulary whose ``<eos>``/``<bos>``/``<pad>`` are the checkpoint's own
+ids. The run then loads, evaluates, generates, serves and fine-tunes like any other,
+with the same logits as the original (tested against ``transformers``).
+
+Export writes a ``gpt``- or ``llama``-shaped causal LM run as a Hugging Face directory
+(``config.json``, ``model.safetensors``) that ``AutoModelForCausalLM.from_pretrained``
+loads with equal logits. Neither direction needs ``transformers`` installed; text
+tokenizers (BPE) are not converted: the ids are the checkpoint's.
+
+BERT-shaped checkpoints are refused: BERT normalises after each residual (post-norm)
+and adds token-type embeddings, which seqlab's pre-norm blocks do not express.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from seqlab.config import RunConfig
+from seqlab.data.tokenizers import IdsTokenizer
+from seqlab.errors import CheckpointError, ConfigError
+from seqlab.io import atomic_write
+from seqlab.models.weights import check_model_tensors, model_tensors
+from seqlab.rundir import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_run_dir, read_weights
+from seqlab.tasks import OBJECTIVES
+from seqlab.weights_file import load_weights, save_weights
+
+HF_CONFIG = "config.json"
+IMPORT_REPORT = "import.json"
+
+
+# -- reading a Hugging Face directory -------------------------------------------------------
+def read_hf_config(directory: Path) -> dict:
+    path = directory / HF_CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no {HF_CONFIG}: not a Hugging Face model directory")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+
+
+def read_hf_tensors(directory: Path) -> dict[str, Tensor]:
+    """Every tensor of a Hugging Face directory's safetensors weights (one file or an
+    index of shards). Pickled ``pytorch_model.bin`` files are refused, never unpickled."""
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():
+        return load_weights(single)[0]
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        tensors: dict[str, Tensor] = {}
+        for name in files:
+            tensors.update(load_weights(directory / name)[0])
+        return tensors
+    if (directory / "pytorch_model.bin").is_file():
+        raise CheckpointError(f"{directory} holds pickled weights (pytorch_model.bin), which seqlab "
+                              "never unpickles; save the model with safe_serialization=True "
+                              "(model.safetensors) first")
+    raise CheckpointError(f"{directory} has no model.safetensors or model.safetensors.index.json")
+
+
+class _Tensors(dict):
+    """A checkpoint's tensors; a name the config implies but the file lacks is an error
+    that names it."""
+
+    where = ""
+
+    def __missing__(self, key):
+        raise CheckpointError(f"{self.where}: the weights have no tensor {key!r}, which its "
+                              f"{HF_CONFIG} implies (a truncated or mismatched checkpoint)")
+
+
+def _need(hf: dict, key: str, where: Path):
+    if key not in hf:
+        raise CheckpointError(f"{where / HF_CONFIG} has no {key!r}")
+    return hf[key]
+
+
+def _rope_base(hf: dict) -> float:
+    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if params.get("rope_type", "default") not in ("default", None):
+        raise ConfigError(f"rope scaling {params.get('rope_type')!r} is not supported; only plain "
+                          "rotary positions are")
+    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+
+
+def _t(w: Tensor) -> Tensor:
+    return w.t().contiguous()
+
+
+# -- one class per architecture -----------------------------------------------------------------
+class GPT2:
+    """GPT-2: learned positions, pre-LayerNorm, fused qkv Conv1D (weights stored (in, out)),
+    GELU MLP (tanh approximation by default), tied embeddings."""
+
+    model_type = "gpt2"
+
+    @staticmethod
+    def model(hf: dict, where: Path) -> dict:
+        d = _need(hf, "n_embd", where)
+        activation = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                      "gelu": "gelu"}.get(hf.get("activation_function", "gelu_new"))
+        if activation is None:
+            raise ConfigError(f"GPT-2 activation {hf['activation_function']!r} is not supported "
+                              "(gelu, gelu_new are)")
+        return {"mixer": "attention", "d_model": d, "n_layers": _need(hf, "n_layer", where),
+                "n_heads": _need(hf, "n_head", where), "ffn": "mlp", "d_ff": hf.get("n_inner") or 4 * d,
+                "norm": "layernorm", "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
+                "position": "learned", "context_length": _need(hf, "n_positions", where),
+                "tie_embeddings": True, "activation": activation,
+                "vocab_size": _need(hf, "vocab_size", where)}
+
+    @staticmethod
+    def to_seqlab(t: dict[str, Tensor], cfg) -> dict[str, Tensor]:
+        t = _Tensors({k.removeprefix("transformer."): v for k, v in t.items()})
+        d = cfg.d_model
+        out = {"backbone.embed.weight": t["wte.weight"],
+               "backbone.position.table.weight": t["wpe.weight"],
+               "backbone.norm.weight": t["ln_f.weight"], "backbone.norm.bias": t["ln_f.bias"]}
+        for i in range(cfg.n_layers):
+            h, b = f"h.{i}.", f"backbone.blocks.{i}."
+            qkv_w, qkv_b = t[h + "attn.c_attn.weight"], t[h + "attn.c_attn.bias"]
+            out.update({
+                b + "mixer_norm.weight": t[h + "ln_1.weight"], b + "mixer_norm.bias": t[h + "ln_1.bias"],
+                b + "mixer.q_proj.weight": _t(qkv_w[:, :d]), b + "mixer.q_proj.bias": qkv_b[:d],
+                b + "mixer.kv_proj.weight": _t(qkv_w[:, d:]), b + "mixer.kv_proj.bias": qkv_b[d:],
+                b + "mixer.out_proj.weight": _t(t[h + "attn.c_proj.weight"]),
+                b + "mixer.out_proj.bias": t[h + "attn.c_proj.bias"],
+                b + "ffn_norm.weight": t[h + "ln_2.weight"], b + "ffn_norm.bias": t[h + "ln_2.bias"],
+                b + "ffn.up.weight": _t(t[h + "mlp.c_fc.weight"]), b + "ffn.up.bias": t[h + "mlp.c_fc.bias"],
+                b + "ffn.down.weight": _t(t[h + "mlp.c_proj.weight"]),
+                b + "ffn.down.bias": t[h + "mlp.c_proj.bias"]})
+        return out
+
+    @staticmethod
+    def hf_config(cfg, tokenizer) -> dict:
+        return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                "vocab_size": cfg.vocab_size, "n_positions": cfg.context_length,
+                "n_embd": cfg.d_model, "n_layer": cfg.n_layers, "n_head": cfg.n_heads,
+                "n_inner": cfg.d_ff or 4 * cfg.d_model,
+                "activation_function": {"gelu": "gelu", "gelu_tanh": "gelu_new"}[cfg.activation],
+                "layer_norm_epsilon": cfg.norm_eps if cfg.norm_eps is not None else 1e-5,
+                "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+                "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+                "tie_word_embeddings": True}
+
+    @staticmethod
+    def to_hf(s: dict[str, Tensor], cfg) -> dict[str, Tensor]:
+        out = {"transformer.wte.weight": s["backbone.embed.weight"],
+               "transformer.wpe.weight": s["backbone.position.table.weight"],
+               "transformer.ln_f.weight": s["backbone.norm.weight"],
+               "transformer.ln_f.bias": s["backbone.norm.bias"]}
+        for i in range(cfg.n_layers):
+            h, b = f"transformer.h.{i}.", f"backbone.blocks.{i}."
+            out.update({
+                h + "ln_1.weight": s[b + "mixer_norm.weight"], h + "ln_1.bias": s[b + "mixer_norm.bias"],
+                h + "attn.c_attn.weight": _t(torch.cat([s[b + "mixer.q_proj.weight"],
+                                                        s[b + "mixer.kv_proj.weight"]])),
+                h + "attn.c_attn.bias": torch.cat([s[b + "mixer.q_proj.bias"], s[b + "mixer.kv_proj.bias"]]),
+                h + "attn.c_proj.weight": _t(s[b + "mixer.out_proj.weight"]),
+                h + "attn.c_proj.bias": s[b + "mixer.out_proj.bias"],
+                h + "ln_2.weight": s[b + "ffn_norm.weight"], h + "ln_2.bias": s[b + "ffn_norm.bias"],
+                h + "mlp.c_fc.weight": _t(s[b + "ffn.up.weight"]), h + "mlp.c_fc.bias": s[b + "ffn.up.bias"],
+                h + "mlp.c_proj.weight": _t(s[b + "ffn.down.weight"]),
+                h + "mlp.c_proj.bias": s[b + "ffn.down.bias"]})
+        return out
+
+
+class Llama:
+    """Llama: rotary positions (rotate-half), RMSNorm, grouped-query attention without
+    biases, SwiGLU; embeddings tied or not."""
+
+    model_type = "llama"
+
+    @staticmethod
+    def model(hf: dict, where: Path) -> dict:
+        d, heads = _need(hf, "hidden_size", where), _need(hf, "num_attention_heads", where)
+        if hf.get("head_dim") not in (None, d // heads):
+            raise ConfigError(f"head_dim {hf['head_dim']} differs from hidden_size / heads "
+                              f"({d // heads}); seqlab's attention splits the width evenly")
+        if hf.get("attention_bias") or hf.get("mlp_bias"):
+            raise ConfigError("Llama checkpoints with attention or MLP biases are not supported")
+        return {"mixer": "attention", "d_model": d, "n_layers": _need(hf, "num_hidden_layers", where),
+                "n_heads": heads, "n_kv_heads": hf.get("num_key_value_heads") or heads,
+                "ffn": "swiglu", "d_ff": _need(hf, "intermediate_size", where), "norm": "rmsnorm",
+                "norm_eps": hf.get("rms_norm_eps", 1e-6), "position": "rope",
+                "rope_base": _rope_base(hf),
+                "context_length": hf.get("max_position_embeddings", 2048),
+                "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
+                "mixer_options": {"attention": {"bias": False}},
+                "vocab_size": _need(hf, "vocab_size", where)}
+
+    @staticmethod
+    def to_seqlab(t: dict[str, Tensor], cfg) -> dict[str, Tensor]:
+        out = {"backbone.embed.weight": t["model.embed_tokens.weight"],
+               "backbone.norm.weight": t["model.norm.weight"]}
+        if not cfg.tie_embeddings:
+            out["head.proj.weight"] = t["lm_head.weight"]
+        for i in range(cfg.n_layers):
+            h, b = f"model.layers.{i}.", f"backbone.blocks.{i}."
+            out.update({
+                b + "mixer_norm.weight": t[h + "input_layernorm.weight"],
+                b + "mixer.q_proj.weight": t[h + "self_attn.q_proj.weight"],
+                b + "mixer.kv_proj.weight": torch.cat([t[h + "self_attn.k_proj.weight"],
+                                                      t[h + "self_attn.v_proj.weight"]]),
+                b + "mixer.out_proj.weight": t[h + "self_attn.o_proj.weight"],
+                b + "ffn_norm.weight": t[h + "post_attention_layernorm.weight"],
+                b + "ffn.gate_up.weight": torch.cat([t[h + "mlp.gate_proj.weight"],
+                                                    t[h + "mlp.up_proj.weight"]]),
+                b + "ffn.down.weight": t[h + "mlp.down_proj.weight"]})
+        return out
+
+    @staticmethod
+    def hf_config(cfg, tokenizer) -> dict:
+        return {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+                "intermediate_size": _swiglu_width(cfg), "num_hidden_layers": cfg.n_layers,
+                "num_attention_heads": cfg.n_heads,
+                "num_key_value_heads": cfg.n_kv_heads or cfg.n_heads,
+                "head_dim": cfg.d_model // cfg.n_heads, "hidden_act": "silu",
+                "max_position_embeddings": cfg.context_length,
+                "rms_norm_eps": cfg.norm_eps if cfg.norm_eps is not None else torch.finfo(torch.float32).eps,
+                "rope_theta": cfg.rope_base,
+                "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
+                "attention_bias": False, "mlp_bias": False,
+                "tie_word_embeddings": cfg.tie_embeddings,
+                "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+                "pad_token_id": tokenizer.pad_id}
+
+    @staticmethod
+    def to_hf(s: dict[str, Tensor], cfg) -> dict[str, Tensor]:
+        out = {"model.embed_tokens.weight": s["backbone.embed.weight"],
+               "model.norm.weight": s["backbone.norm.weight"],
+               "lm_head.weight": s.get("head.proj.weight", s["backbone.embed.weight"])}
+        kv = (cfg.n_kv_heads or cfg.n_heads) * (cfg.d_model // cfg.n_heads)
+        for i in range(cfg.n_layers):
+            h, b = f"model.layers.{i}.", f"backbone.blocks.{i}."
+            k, v = s[b + "mixer.kv_proj.weight"].split(kv)
+            gate, up = s[b + "ffn.gate_up.weight"].chunk(2)
+            out.update({
+                h + "input_layernorm.weight": s[b + "mixer_norm.weight"],
+                h + "self_attn.q_proj.weight": s[b + "mixer.q_proj.weight"],
+                h + "self_attn.k_proj.weight": k, h + "self_attn.v_proj.weight": v,
+                h + "self_attn.o_proj.weight": s[b + "mixer.out_proj.weight"],
+                h + "post_attention_layernorm.weight": s[b + "ffn_norm.weight"],
+                h + "mlp.gate_proj.weight": gate, h + "mlp.up_proj.weight": up,
+                h + "mlp.down_proj.weight": s[b + "ffn.down.weight"]})
+        return out
+
+
+class Mamba:
+    """Mamba: selective state-space mixers (in/x/dt/out projections, causal depthwise
+    conv, A_log, D), pre-RMSNorm, no ffn, tied embeddings."""
+
+    model_type = "mamba"
+
+    @staticmethod
+    def model(hf: dict, where: Path) -> dict:
+        d = _need(hf, "hidden_size", where)
+        if hf.get("use_bias"):
+            raise ConfigError("Mamba checkpoints with projection biases (use_bias) are not supported")
+        rank = hf.get("time_step_rank", "auto")
+        return {"mixer": "mamba", "d_model": d, "n_layers": _need(hf, "num_hidden_layers", where),
+                "ffn": "none", "norm": "rmsnorm", "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
+                "position": "none", "context_length": hf.get("max_position_embeddings", 2048),
+                "tie_embeddings": bool(hf.get("tie_word_embeddings", True)),
+                "mixer_options": {"mamba": {
+                    "d_state": hf.get("state_size", 16), "d_conv": hf.get("conv_kernel", 4),
+                    "expand": hf.get("expand", 2),
+                    "dt_rank": math.ceil(d / 16) if rank == "auto" else int(rank)}},
+                "vocab_size": _need(hf, "vocab_size", where)}
+
+    @staticmethod
+    def to_seqlab(t: dict[str, Tensor], cfg) -> dict[str, Tensor]:
+        out = {"backbone.embed.weight": t["backbone.embeddings.weight"],
+               "backbone.norm.weight": t["backbone.norm_f.weight"]}
+        if not cfg.tie_embeddings:
+            out["head.proj.weight"] = t["lm_head.weight"]
+        for i in range(cfg.n_layers):
+            h, b = f"backbone.layers.{i}.", f"backbone.blocks.{i}."
+            out[b + "mixer_norm.weight"] = t[h + "norm.weight"]
+            for name in ("A_log", "D", "in_proj.weight", "conv1d.weight", "conv1d.bias",
+                         "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "out_proj.weight"):
+                out[b + "mixer." + name] = t[h + "mixer." + name]
+        return out
+
+
+ARCHITECTURES = {cls.model_type: cls for cls in (GPT2, Llama, Mamba)}
+EXPORTABLE = {"gpt2": GPT2, "llama": Llama}
+
+
+def _swiglu_width(cfg) -> int:
+    return cfg.d_ff or 64 * ((8 * cfg.d_model // 3 + 63) // 64)
+
+
+# -- the two directions ----------------------------------------------------------------------
+def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
+    """Write a seqlab run directory holding the Hugging Face model in ``hf_dir``.
+
+    Raises:
+        CheckpointError: not a Hugging Face directory, no safetensors weights, or the
+            weights do not fit the config (each tensor named).
+        ConfigError: an architecture or variant seqlab cannot express, with the reason.
+    """
+    hf_dir, run_dir = Path(hf_dir), Path(run_dir)
+    hf = read_hf_config(hf_dir)
+    kind = hf.get("model_type")
+    if kind == "bert":
+        raise ConfigError("BERT checkpoints cannot be imported: BERT normalises after each "
+                          "residual (post-norm) and adds token-type embeddings, while seqlab's "
+                          "blocks are pre-norm; GPT-2, Llama and Mamba causal LMs can")
+    if kind not in ARCHITECTURES:
+        raise ConfigError(f"{hf_dir / HF_CONFIG}: model_type {kind!r} cannot be imported; "
+                          f"supported: {', '.join(sorted(ARCHITECTURES))}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise CheckpointError(f"{run_dir} is not empty; choose a new directory for the imported run")
+    arch = ARCHITECTURES[kind]
+    model = arch.model(hf, hf_dir)
+    config = RunConfig.from_dict({"task": "causal_lm", "tokenizer": {"kind": "ids"},
+                                  "model": {**model, "input": "tokens", "causal": True}})
+    _Tensors.where = str(hf_dir)
+    tensors = arch.to_seqlab(_Tensors(read_hf_tensors(hf_dir)), config.model)
+    built = OBJECTIVES.get("causal_lm").cls(config).build_model()
+    check_model_tensors(model_tensors(built), tensors, source=str(hf_dir))
+    tokenizer = IdsTokenizer(config.model.vocab_size, special_ids=_special_ids(hf, config.model.vocab_size))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(run_dir / TOKENIZER_FILE)
+    save_weights(run_dir / WEIGHTS_FILE, {k: v.contiguous() for k, v in tensors.items()},
+                 {"step": "0", "format": "seqlab", "imported_from": kind})
+    atomic_write(run_dir / IMPORT_REPORT, json.dumps({"from": str(hf_dir), "model_type": kind,
+                                                      "tensors": len(tensors)}, indent=1))
+    atomic_write(run_dir / CONFIG_FILE, config.to_yaml())
+    return run_dir
+
+
+def _special_ids(hf: dict, vocab: int) -> dict[str, int]:
+    """The checkpoint's own eos, bos and pad ids (bos and pad fall back to eos, an id
+    outside the vocabulary to its last id)."""
+    def inside(i):
+        i = i[0] if isinstance(i, list) and i else i
+        return i if isinstance(i, int) and 0 <= i < vocab else None
+
+    eos = inside(hf.get("eos_token_id"))
+    eos = vocab - 1 if eos is None else eos
+    bos, pad = inside(hf.get("bos_token_id")), inside(hf.get("pad_token_id"))
+    return {"<pad>": eos if pad is None else pad, "<bos>": eos if bos is None else bos, "<eos>": eos}
+
+
+def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a ``gpt``- or ``llama``-shaped causal LM run as a Hugging Face directory.
+
+    Raises:
+        ConfigError: the run is not a causal LM of one of those two shapes; the message
+            names every setting that does not fit.
+    """
+    run_dir, out_dir = check_run_dir(run_dir), Path(out_dir)
+    config = RunConfig.from_yaml(run_dir / CONFIG_FILE)
+    m = config.model
+    kind, problems = hf_shape(config)
+    if kind is None:
+        raise ConfigError(f"{run_dir} cannot be exported to Hugging Face: " + "; ".join(problems))
+    import seqlab
+
+    tokenizer = seqlab.load(run_dir).tokenizer
+    tensors, _ = read_weights(run_dir)
+    arch = EXPORTABLE[kind]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(out_dir / "model.safetensors",
+                 {k: v.contiguous() for k, v in arch.to_hf(tensors, m).items()}, {"format": "pt"})
+    atomic_write(out_dir / HF_CONFIG, json.dumps(arch.hf_config(m, tokenizer), indent=1))
+    return out_dir
+
+
+def hf_shape(config) -> tuple[str | None, list[str]]:
+    """Which Hugging Face architecture a run's model is (``gpt2``, ``llama``), or None
+    with every setting that keeps it from being either."""
+    m = config.model
+    problems = []
+    if config.task != "causal_lm":
+        problems.append(f"task is {config.task!r}, not causal_lm")
+    if set(m.mixers) != {"attention"} or not m.causal:
+        problems.append(f"every layer must be causal attention (mixers: {', '.join(sorted(set(m.mixers)))})")
+    if not m.residual or m.input != "tokens":
+        problems.append("the model must be a residual stack over tokens")
+    options = m.mixer_options.get("attention", {})
+    if options.get("kernel") not in (None, "sdpa", "naive"):
+        problems.append(f"attention kernel {options.get('kernel')!r}")
+    shapes = {"gpt2": dict(ffn="mlp", norm="layernorm", position="learned", tie_embeddings=True),
+              "llama": dict(ffn="swiglu", norm="rmsnorm", position="rope")}
+    for kind, wanted in shapes.items():
+        misses = [f"model.{k} is {getattr(m, k)!r} (needs {v!r})" for k, v in wanted.items()
+                  if getattr(m, k) != v]
+        if kind == "gpt2" and options.get("bias", True) is False:
+            misses.append("attention without biases")
+        if kind == "llama" and options.get("bias", True) is not False:
+            misses.append("attention with biases")
+        if not misses and not problems:
+            return kind, []
+        shapes[kind] = misses
+    problems += [f"not gpt2-shaped ({', '.join(shapes['gpt2'])})",
+                 f"not llama-shaped ({', '.join(shapes['llama'])})"]
+    return None, problems
