@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     _add_common(p)
 
+    p = sub.add_parser("export", help="a run as ONNX or torch.export graphs with its streaming state")
+    p.add_argument("run_dir")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torch-export"])
+    p.add_argument("--out", default=None, help="directory to write (default: RUN_DIR/export-FORMAT)")
+    _add_common(p)
+
     p = sub.add_parser("hf", help="Hugging Face checkpoints: seqlab hf import|export")
     hf = p.add_subparsers(dest="hf_command", required=True, metavar="ACTION")
     p = hf.add_parser("import", help="a local GPT-2, Llama or Mamba checkpoint directory -> a run")
@@ -317,6 +323,18 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from seqlab.export import export_run
+
+    out = args.out or str(Path(args.run_dir) / f"export-{args.format}")
+    manifest = export_run(args.run_dir, out, fmt=args.format)
+    graphs = [k for k in ("prefill", "step", "forward") if manifest["graphs"].get(k)]
+    print(f"exported {args.run_dir} ({args.format}): {', '.join(graphs)} in {out}")
+    if "step" in graphs and "prefill" not in graphs:
+        print("no prefill graph: start from the zero state and step through the prompt")
+    return 0
+
+
 def cmd_hf(args) -> int:
     from seqlab.interop.hf import export_hf, import_hf
 
@@ -338,7 +356,7 @@ def cmd_bench(args) -> int:
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
-            "hf": cmd_hf,
+            "hf": cmd_hf, "export": cmd_export,
             "bench": cmd_bench}
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, warn_once
+from seqlab.errors import StateError
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, tracing, warn_once
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.positions import RelativePosition, positions_from_mask
 from seqlab.registry import Registry
@@ -114,10 +115,18 @@ class KVCache(BatchState):
     def has_padding(self) -> bool:
         return self.key_mask is not None
 
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> KVCache:
+        k = tensors.get("k")
+        return cls(k, tensors.get("v"), tensors.get("key_mask"), tensors.get("key_pos"),
+                   tensors["seen"], 0 if k is None else k.shape[2])
+
     def append(self, k: Tensor, v: Tensor, mask: Tensor | None, pos: Tensor | None) -> KVCache:
         """This cache followed by T new keys/values (B, Hkv, T, Dh) with their (B, T)
         mask and positions, as a new state; this one is left unchanged."""
         T = k.shape[2]
+        if tracing():  # an exported graph: plain concatenation, no shared buffers
+            return self._concatenated(k, v, mask, pos)
         start, end = self.length, self.length + T
         store = self.store
         if store is None or store.written != start or end > store.capacity:
@@ -143,6 +152,16 @@ class KVCache(BatchState):
                        store.key_mask[:, :end] if has_mask else None,
                        store.key_pos[:, :end] if has_pos else None,
                        self.seen + (T if mask is None else mask.sum(1)), end, store)
+
+    def _concatenated(self, k: Tensor, v: Tensor, mask: Tensor | None, pos: Tensor | None) -> KVCache:
+        """``append`` without growable buffers (only unpadded chunks: what export traces)."""
+        if mask is not None or self.key_mask is not None:
+            raise StateError("an exported attention step takes no padding")
+        seen = self.seen + k.shape[2]
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+            pos = None if pos is None else torch.cat([self.key_pos, pos], dim=1)
+        return KVCache(k, v, None, pos, seen, k.shape[2])
 
     def _copy(self, capacity: int, like: Tensor) -> _KVStore:
         """Fresh buffers of ``capacity`` slots holding this state's keys and values."""
@@ -267,13 +286,15 @@ class Attention(Mixer):
         mask = None
         if key_mask is not None:
             mask = key_mask[:, None, None, :]  # (B, 1, 1, Tk)
-        causal_square = self.causal and offset == 0 and Tq == Tk
+        causal_square = bool(self.causal and offset == 0 and Tq == Tk)
         if self.causal and Tq > 1 and (mask is not None or bias is not None or not causal_square):
             # Query i sits at cache slot offset + i and sees slots up to it.
             allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(offset)
             mask = allowed if mask is None else mask & allowed
         if mask is None and bias is None:
-            return self.kernel(q, k, v, mask=None, is_causal=causal_square and Tq > 1,
+            # (A traced graph keeps is_causal for one query too, where it changes nothing,
+            # rather than branch on the length.)
+            return self.kernel(q, k, v, mask=None, is_causal=causal_square and (tracing() or Tq > 1),
                                dropout=dropout)
 
         guard = mask is not None and self._some_query_sees_no_key(key_mask, offset)

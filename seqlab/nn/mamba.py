@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, real_tokens_first
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, one_step, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.scan import selective_scan, selective_step
 
@@ -188,7 +188,7 @@ class Mamba(Mixer):
     def forward(self, x: Tensor, state: MambaState | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, MambaState | None]:
         padding_mask = self.check_input(x, state, padding_mask)
-        if state is not None and x.shape[1] == 1 and padding_mask is None:
+        if state is not None and one_step(x) and padding_mask is None:
             return self._step(x, state)
         x = masked_fill_padding(x, padding_mask)
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, T, d_inner) each

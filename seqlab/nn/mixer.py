@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from seqlab.errors import ShapeError, StateError
 
@@ -34,6 +35,19 @@ class BatchState:
     more than once (beam forks, a shared prompt). ``reorder`` follows the same rule.
     """
 
+    def tensors(self) -> dict[str, Tensor]:
+        """The state's tensors by field name (what an exported step function takes and
+        returns); fields that are None or not tensors are left out."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), Tensor)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> BatchState:
+        """The state holding ``tensors`` (as ``tensors()`` gave them); other fields take
+        their defaults, or None."""
+        return cls(**{f.name: tensors.get(f.name) for f in dataclasses.fields(cls) if f.init
+                      and (f.name in tensors or f.default is dataclasses.MISSING)})
+
     def reorder(self, index: Tensor) -> BatchState:
         """A new state holding the given batch rows (beam search, dropping finished
         rows) of every tensor field, ``None`` and non-tensor fields as they are; this
@@ -48,6 +62,13 @@ def tracing() -> bool:
     values (ids in range, a mask that is all real) are skipped then: a traced graph cannot
     branch on values, and an exported model's inputs are checked by its caller."""
     return torch.compiler.is_exporting() or torch.compiler.is_compiling()
+
+
+def one_step(x: Tensor) -> bool:
+    """Whether ``x`` (B, T, D) is one time step, as far as is known without a guard: a
+    traced graph for any length takes the general path, one traced for T = 1 the
+    single-step one, and eager code checks the size."""
+    return statically_known_true(x.shape[1] == 1)
 
 
 def warn_once(key: str, message: str) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqlab.nn.mixer import Mixer, masked_fill_padding, real_tokens_first, warn_once
+from seqlab.nn.mixer import Mixer, masked_fill_padding, one_step, real_tokens_first, warn_once
 from seqlab.nn.mixers import MixerArgs, register_mixer
 
 _KERNELS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -79,7 +79,7 @@ class RecurrentMixer(Mixer):
             warn_once("recurrent-loop", f"{self.cell} impl 'loop' runs one Python step per "
                       "token instead of torch's fused kernel; use impl 'fused' for speed")
             y, new = self._loop(x, hx, padding_mask)
-        elif padding_mask is None and x.shape[1] == 1 and self.causal and x.device.type == "cpu":
+        elif padding_mask is None and one_step(x) and self.causal and x.device.type == "cpu":
             y, new = self._decode_step(x, hx)
         elif padding_mask is None:
             y, new = self.rnn(x, self._kernel_hx(hx))

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, real_tokens_first
+from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, one_step, real_tokens_first
 from seqlab.nn.mixers import MixerArgs, register_mixer
 
 INITS = ("legs", "lin", "inv")
@@ -188,7 +188,7 @@ class S4D(Mixer):
         u = masked_fill_padding(x, padding_mask).to(self._real_dtype()).transpose(1, 2)  # (B, D, T)
         dt_a, db, c = self.discretize()
 
-        if state is not None and T == 1:
+        if state is not None and one_step(x):
             y, new = self._step(u, state.h, dt_a, db, c, padding_mask)
         else:
             front = None

@@ -1,0 +1,312 @@
+"""``seqlab export``: a trained run as graphs other runtimes execute, with the streaming
+state as explicit inputs and outputs.
+
+Two graphs per causal run (one, ``forward``, for a bidirectional one):
+
+- ``prefill``: ``ids`` (B, T) -> ``logits`` and the state after them (every layer's
+  state tensors, then ``seen``; outputs are named ``next.<name>``);
+- ``step``: ``ids`` (B, 1) plus a state -> ``logits`` plus the next state: one decoding
+  step. A runtime decodes with any causal mixer by feeding the outputs back (attention:
+  its key/value cache, recurrent mixers: h[, c], SSMs: their scan and conv states).
+
+Where a mixer's kernel cannot be traced for any length (torch unrolls recurrent kernels
+over time), there is no ``prefill`` (``null`` in the manifest): the state then starts at
+zeros (``state`` in the manifest gives the shapes) and the prompt goes through ``step``
+one token at a time, which gives the same logits.
+
+Formats: ``onnx`` (``*.onnx``, through ``torch.onnx.export``; run with ONNX Runtime) and
+``torch-export`` (``*.pt2``, ``torch.export.save``; ``torch.export.load`` runs it
+without seqlab). ``export.json`` lists every input and output with its shape and
+dtype, which axes are dynamic, and the tokenizer's special ids; ``tokenizer.json``
+comes along. Batches are unpadded (rows of one length). A mixer whose state cannot be
+expressed as plain tensors, or whose code cannot be traced, is refused with its name
+and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.errors import ConfigError, SeqlabError
+from seqlab.io import atomic_write
+from seqlab.models.backbone import BackboneState
+from seqlab.nn.mixer import BatchState
+from seqlab.rundir import TOKENIZER_FILE, check_run_dir
+
+logger = logging.getLogger("seqlab")
+
+FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
+MANIFEST = "export.json"
+
+
+class StateLayout:
+    """How a model's streaming state flattens into named tensors and back.
+
+    Each layer's state is a BatchState (its tensor fields by name) or a tuple of tensors
+    (recurrent h[, c]); the names are ``layers.I.FIELD`` and ``seen``.
+    """
+
+    def __init__(self, model, example: BackboneState, longer: BackboneState | None = None):
+        self.kinds = []
+        for i, layer in enumerate(example.layers):
+            if isinstance(layer, BatchState):
+                self.kinds.append((type(layer), list(layer.tensors())))
+            elif isinstance(layer, tuple) and all(isinstance(t, Tensor) for t in layer):
+                self.kinds.append((tuple, [f"s{j}" for j in range(len(layer))]))
+            else:
+                mixer = type(model.backbone.blocks[i].mixer).__name__
+                raise ConfigError(f"layer {i} ({mixer}) keeps a state of type "
+                                  f"{type(layer).__name__}, which is not plain tensors; it "
+                                  "cannot be exported with its state")
+
+        self.axes: list[dict[int, str]] = []
+        if longer is not None:  # which axes hold the batch, and which grow with the input
+            for kind, a, b in zip(self._tensor_kinds(), self.flatten(example), self.flatten(longer)):
+                axes = {1 if kind is tuple else 0: "batch"}
+                axes.update({d: "cache" for d in range(a.dim()) if a.shape[d] != b.shape[d]})
+                self.axes.append(axes)
+
+    def _tensor_kinds(self) -> list:
+        return [kind for kind, fields in self.kinds for _ in fields] + [None]
+
+    @property
+    def names(self) -> list[str]:
+        return [f"layers.{i}.{f}" for i, (_, fields) in enumerate(self.kinds) for f in fields] + ["seen"]
+
+    def flatten(self, state: BackboneState) -> list[Tensor]:
+        out = []
+        for layer, (kind, fields) in zip(state.layers, self.kinds):
+            out += list(layer) if kind is tuple else [layer.tensors()[f] for f in fields]
+        return out + [state.seen]
+
+    def unflatten(self, flat: list[Tensor]) -> BackboneState:
+        layers, i = [], 0
+        for kind, fields in self.kinds:
+            part = flat[i:i + len(fields)]
+            i += len(fields)
+            layers.append(tuple(part) if kind is tuple else kind.from_tensors(dict(zip(fields, part))))
+        return BackboneState(layers, flat[i])
+
+
+class Prefill(nn.Module):
+    """``ids`` -> logits and the state after them."""
+
+    def __init__(self, model, layout: StateLayout):
+        super().__init__()
+        self.model, self.layout = model, layout
+
+    def forward(self, ids: Tensor):
+        state = self.model.init_state(ids.shape[0], ids.device)
+        out = self.model(ids, state)
+        return (out.logits, *self.layout.flatten(out.state))
+
+
+class Step(nn.Module):
+    """``ids`` and a state -> logits and the next state."""
+
+    def __init__(self, model, layout: StateLayout):
+        super().__init__()
+        self.model, self.layout = model, layout
+
+    def forward(self, ids: Tensor, state: list[Tensor]):
+        out = self.model(ids, self.layout.unflatten(list(state)))
+        return (out.logits, *self.layout.flatten(out.state))
+
+
+class Forward(nn.Module):
+    """``inputs`` -> the head's outputs (bidirectional models have no state)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Tensor):
+        return self.model(inputs).logits
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
+               opset: int = 18) -> dict:
+    """Export ``run_dir`` to ``out_dir`` in ``fmt``; returns the manifest.
+
+    Raises:
+        ConfigError: an unknown format, or a model that cannot be exported (the mixer
+            and the reason named).
+    """
+    import seqlab
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    run_dir, out_dir = check_run_dir(run_dir), Path(out_dir)
+    pipeline = seqlab.load(run_dir)
+    model = pipeline.model.eval()
+    cfg = pipeline.config.model
+    kind = "ids" if cfg.input == "tokens" else "features"
+    B, T = 2, 3
+
+    def example_inputs(t: int) -> Tensor:
+        if kind == "ids":
+            return torch.randint(0, cfg.vocab_size, (B, t))
+        return torch.randn(B, t, cfg.input_dim)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    time = torch.export.Dim("time", min=1, max=max(cfg.context_length, 2))
+    graphs: dict = {}
+    if model.causal:
+        with torch.no_grad():
+            state = model(example_inputs(T), model.init_state(B)).state
+            longer = model(example_inputs(T + 1), model.init_state(B)).state
+        layout = StateLayout(model, state, longer)
+        flat = [t.contiguous() for t in layout.flatten(state)]  # a runtime passes dense arrays
+        dims = {"batch": batch, "cache": torch.export.Dim.DYNAMIC}
+        graphs["step"] = _export(Step(model, layout), (example_inputs(1), flat),
+                                 ({0: batch}, [{d: dims[n] for d, n in axes.items()}
+                                               for axes in layout.axes]),
+                                 out_dir, "step", fmt, opset, ["ids", *layout.names],
+                                 ["logits", *(f"next.{n}" for n in layout.names)], cfg)
+        graphs["state"] = [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+                            "dynamic": {str(d): a for d, a in axes.items()}}
+                           for n, t, axes in zip(layout.names, flat, layout.axes)]
+        try:
+            graphs["prefill"] = _export(Prefill(model, layout), (example_inputs(T),),
+                                        ({0: batch, 1: time},), out_dir, "prefill", fmt, opset,
+                                        ["ids"], ["logits", *(f"next.{n}" for n in layout.names)], cfg)
+        except ConfigError:
+            # Recurrent kernels unroll over time when traced: no graph for any length.
+            # Decoding then starts from the zero state and steps through the prompt.
+            empty = model.init_state(1)
+            if layout.names != StateLayout(model, empty).names or not all(
+                    bool((t == 0).all()) for t in layout.flatten(empty)):
+                raise
+            graphs["prefill"] = None
+            logger.info("no prefill graph for %s: prompts go through the step graph one token "
+                        "at a time, from the zero state", ", ".join(sorted(set(cfg.mixers))))
+    else:
+        graphs["forward"] = _export(Forward(model), (example_inputs(T),), ({0: batch, 1: time},),
+                                    out_dir, "forward", fmt, opset, ["inputs"], ["outputs"], cfg)
+    tokenizer = pipeline.tokenizer
+    manifest = {"format": fmt, "run": str(run_dir), "objective": pipeline.config.task,
+                "input": kind, "context_length": cfg.context_length, "graphs": graphs,
+                "tokenizer": None if tokenizer is None else {
+                    "file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size,
+                    "eos_id": tokenizer.eos_id, "bos_id": tokenizer.bos_id,
+                    "pad_id": tokenizer.pad_id}}
+    if tokenizer is not None:
+        shutil.copyfile(run_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
+    atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _export(module: nn.Module, args: tuple, shapes: tuple, out_dir: Path, name: str, fmt: str,
+            opset: int, inputs: list[str], outputs: list[str], cfg) -> dict:
+    path = out_dir / f"{name}{FORMATS[fmt]}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
+            if fmt == "torch-export":
+                torch.export.save(program, str(path))
+            else:
+                onnx_program = torch.onnx.export(program, args, input_names=inputs,
+                                                 output_names=outputs, opset_version=opset,
+                                                 dynamo=True, verbose=False)
+                onnx_program.save(str(path))
+    except SeqlabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's tracing errors, reworded below
+        logger.debug("export of %s failed", name, exc_info=True)
+        mixers = ", ".join(sorted(set(cfg.mixers)))
+        raise ConfigError(f"cannot export the {name} graph of this model (mixers: {mixers}): "
+                          f"{_reason(e)}") from None
+    return {"file": path.name, "inputs": inputs, "outputs": outputs}
+
+
+_HINTS = (("complex", "ONNX has no complex numbers, which this mixer computes with; "
+                      "--format torch-export keeps them"),
+          ("data-dependent", "the mixer's code decides shapes from tensor values, which a "
+                             "traced graph cannot"),
+          ("Constraints violated (time)", "the mixer's kernel unrolls over time when traced, so "
+                                          "no graph takes inputs of any length"))
+
+
+def _reason(error: Exception) -> str:
+    """The root cause in a tracing or ONNX conversion error, in one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    causes = re.findall(r"^<class '[^']+'>: (.+)$", text, re.M)
+    line = causes[0] if causes else next((x for x in text.splitlines() if x.strip()),
+                                        type(error).__name__)
+    hint = next((h for key, h in _HINTS if key in text), None)
+    return line.strip()[:300] + (f" ({hint})" if hint else "")
+
+
+class ExportedModel:
+    """Runs an export directory without seqlab's model code: ONNX Runtime for ``onnx``,
+    ``torch.export.load`` for ``torch-export``. ``prefill`` continues from nothing (or,
+    without a prefill graph, steps through the prompt from the zero state); ``step``
+    takes one token per row; ``greedy`` decodes."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
+        graphs = self.manifest["graphs"]
+        self.state_spec = graphs.get("state", [])
+        self.names = [s["name"] for s in self.state_spec]
+        files = {k: graphs[k]["file"] for k in ("prefill", "step", "forward") if graphs.get(k)}
+        if self.manifest["format"] == "onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            self._graphs = {k: onnxruntime.InferenceSession(str(self.directory / f), options)
+                            for k, f in files.items()}
+        else:
+            self._graphs = {k: torch.export.load(str(self.directory / f)).module()
+                            for k, f in files.items()}
+
+    def _run(self, graph: str, ids: Tensor, state: list[Tensor] | None = None):
+        if self.manifest["format"] == "onnx":
+            feeds = {"ids" if graph != "forward" else "inputs": ids.numpy()}
+            if state is not None:
+                feeds.update({n: t.numpy() for n, t in zip(self.names, state)})
+            out = [torch.from_numpy(o) for o in self._graphs[graph].run(None, feeds)]
+        else:
+            module = self._graphs[graph]
+            out = list(module(ids) if state is None else module(ids, list(state)))
+        return out[0], out[1:]
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self._run("forward", inputs)[0]
+
+    def zero_state(self, batch: int) -> list[Tensor]:
+        return [torch.zeros([batch if s["dynamic"].get(str(d)) == "batch" else n
+                             for d, n in enumerate(s["shape"])], dtype=getattr(torch, s["dtype"]))
+                for s in self.state_spec]
+
+    def prefill(self, ids: Tensor) -> tuple[Tensor, list[Tensor]]:
+        if "prefill" in self._graphs:
+            return self._run("prefill", ids)
+        state, logits = self.zero_state(ids.shape[0]), []
+        for t in range(ids.shape[1]):
+            out, state = self._run("step", ids[:, t:t + 1], state)
+            logits.append(out)
+        return torch.cat(logits, 1), state
+
+    def step(self, ids: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        return self._run("step", ids, state)
+
+    def greedy(self, ids: Tensor, max_new_tokens: int) -> Tensor:
+        """(B, T) prompt ids -> (B, max_new_tokens) greedily decoded ids."""
+        logits, state = self.prefill(ids)
+        out = []
+        for _ in range(max_new_tokens):
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(token)
+            logits, state = self.step(token, state)
+        return torch.cat(out, 1)
