@@ -253,7 +253,7 @@ class ExportedModel:
     without a prefill graph, steps through the prompt from the zero state); ``step``
     takes one token per row; ``greedy`` decodes."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, *, threads: int | None = None):
         self.directory = Path(directory)
         self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
         graphs = self.manifest["graphs"]
@@ -264,6 +264,8 @@ class ExportedModel:
             import onnxruntime
 
             options = onnxruntime.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = options.inter_op_num_threads = threads
             self._graphs = {k: onnxruntime.InferenceSession(str(self.directory / f), options)
                             for k, f in files.items()}
         else:

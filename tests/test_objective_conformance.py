@@ -1,6 +1,6 @@
 """The conformance suite over objectives: every registered objective trains on 2 ranks
 as on 1, resumes exactly, loads through ``seqlab.load`` (its evaluation repeating the
-run's own), and is served by ``seqlab serve``. A new objective joins by adding one entry
+run's own), is served by ``seqlab serve``, and exports to ONNX with equal outputs. A new objective joins by adding one entry
 to ``CASES``; ``test_every_objective_is_in_the_suite`` fails until it does."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 import seqlab
 from seqlab.config import RunConfig
+from seqlab.export import ExportedModel, export_run
 from seqlab.serve.app import Service, create_app
 from seqlab.tasks import OBJECTIVES
 from seqlab.train.checkpoint import CheckpointManager
@@ -148,6 +149,29 @@ def test_two_ranks_train_as_one(name, data, tmp_path):
     a, b = final(tmp_path / "one"), final(tmp_path / "two")
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-4, worst
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exports_with_equal_outputs(name, data, tmp_path):
+    """Exported to ONNX with attention layers (which export in both modes; which
+    mixers export is tests/test_export.py's subject), outputs equal eager PyTorch's."""
+    config = config_for(name, data, "model.mixer=attention", "model.n_layers=1", "train.steps=2")
+    seqlab.fit(config, tmp_path / "run")
+    manifest = export_run(tmp_path / "run", tmp_path / "onnx", fmt="onnx")
+    exported, model = ExportedModel(tmp_path / "onnx"), seqlab.load(tmp_path / "run").model
+    vocab = model.backbone.embed.num_embeddings
+    ids = torch.randint(0, vocab, (3, 7))
+    with torch.no_grad():
+        if model.causal:
+            logits, state = exported.prefill(ids)
+            ref = model(ids, model.init_state(3))
+            assert torch.allclose(logits, ref.logits, atol=1e-4)
+            token = ids[:, -1:]
+            assert torch.allclose(exported.step(token, state)[0], model(token, ref.state).logits,
+                                  atol=1e-4)
+        else:
+            assert list(k for k, v in manifest["graphs"].items() if v) == ["forward"]
+            assert torch.allclose(exported.forward(ids), model(ids).logits, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
