@@ -198,6 +198,10 @@ class TrainConfig:
     # Seconds the ranks of a torchrun job wait for each other: to form the process group,
     # in a collective, and while rank 0 evaluates or saves.
     dist_timeout: float = 1800.0
+    # torch.compile the training step's forward and backward (compile_backend: inductor
+    # generates fused kernels; aot_eager only captures the graph). Evaluation stays eager.
+    compile: bool = False
+    compile_backend: str = "inductor"
     # Under torchrun: shard parameters, gradients and optimizer state over the ranks
     # (FSDP2, one unit per block) instead of keeping a whole copy on each (DDP).
     fsdp: bool = False
@@ -213,6 +217,9 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.compile_backend not in ("inductor", "aot_eager", "eager"):
+            raise ConfigError(f"train.compile_backend must be inductor, aot_eager or eager, got "
+                              f"{self.compile_backend!r}")
         if self.dist_timeout <= 0:
             raise ConfigError(f"train.dist_timeout must be positive seconds, got {self.dist_timeout}")
         if self.warmup_steps < 0:

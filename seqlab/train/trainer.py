@@ -266,6 +266,10 @@ class Trainer:
             with self.ranks.talking():
                 self.loss_module = DistributedDataParallel(self.loss_module, device_ids=device_ids,
                                                        forward_sync_buffers=False)
+        if self.config.train.compile:
+            # Compiled lazily at the first step; what torch cannot capture (its RNN
+            # kernels) runs eagerly between graphs.
+            self.loss_module = torch.compile(self.loss_module, backend=self.config.train.compile_backend)
 
     def _loop(self, result: TrainResult, until_step: int | None) -> None:
         cfg = self.config.train
