@@ -31,7 +31,8 @@ from seqlab.data.tokenizers import IdsTokenizer
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.io import atomic_write
 from seqlab.models.weights import check_model_tensors, model_tensors
-from seqlab.rundir import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_run_dir, read_weights
+from seqlab.rundir import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_run_dir, read_json,
+                           read_weights)
 from seqlab.tasks import OBJECTIVES
 from seqlab.weights_file import load_weights, save_weights
 
@@ -41,13 +42,9 @@ IMPORT_REPORT = "import.json"
 
 # -- reading a Hugging Face directory -------------------------------------------------------
 def read_hf_config(directory: Path) -> dict:
-    path = directory / HF_CONFIG
-    if not path.is_file():
+    if not (directory / HF_CONFIG).is_file():
         raise CheckpointError(f"{directory} has no {HF_CONFIG}: not a Hugging Face model directory")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    return read_json(directory / HF_CONFIG)
 
 
 def read_hf_tensors(directory: Path) -> dict[str, Tensor]:
@@ -94,6 +91,25 @@ def _rope_base(hf: dict) -> float:
     return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 
+def _mapped(arch, t: dict[str, Tensor], cfg, *, to_hf: bool) -> dict[str, Tensor]:
+    """The tensors an architecture maps one to one (its ``ENDS`` and, per layer, its
+    ``PAIRS``), from seqlab's names to Hugging Face's or back; an untied head is
+    ``lm_head.weight`` there, and a tied one is written there too, as HF checkpoints do."""
+    pairs = [(ours, theirs, False) for ours, theirs in arch.ENDS]
+    for i in range(cfg.n_layers):
+        pairs += [(f"backbone.blocks.{i}.{ours}", arch.layer(i) + theirs, flip)
+                  for ours, theirs, flip in arch.PAIRS]
+    head = "backbone.embed.weight" if cfg.tie_embeddings else "head.proj.weight"
+    if to_hf:
+        out = {theirs: _t(t[ours]) if flip else t[ours] for ours, theirs, flip in pairs}
+        out["lm_head.weight"] = t[head]
+        return out
+    out = {ours: _t(t[theirs]) if flip else t[theirs] for ours, theirs, flip in pairs}
+    if not cfg.tie_embeddings:
+        out[head] = t["lm_head.weight"]
+    return out
+
+
 def _t(w: Tensor) -> Tensor:
     return w.t().contiguous()
 
@@ -120,26 +136,34 @@ class GPT2:
                 "tie_embeddings": True, "activation": activation,
                 "vocab_size": _need(hf, "vocab_size", where)}
 
+    # (seqlab name in a block, HF name in a layer, stored transposed: Conv1D is (in, out))
+    PAIRS = [("mixer_norm.weight", "ln_1.weight", False), ("mixer_norm.bias", "ln_1.bias", False),
+             ("mixer.out_proj.weight", "attn.c_proj.weight", True),
+             ("mixer.out_proj.bias", "attn.c_proj.bias", False),
+             ("ffn_norm.weight", "ln_2.weight", False), ("ffn_norm.bias", "ln_2.bias", False),
+             ("ffn.up.weight", "mlp.c_fc.weight", True), ("ffn.up.bias", "mlp.c_fc.bias", False),
+             ("ffn.down.weight", "mlp.c_proj.weight", True), ("ffn.down.bias", "mlp.c_proj.bias", False)]
+    ENDS = [("backbone.embed.weight", "transformer.wte.weight"),
+            ("backbone.position.table.weight", "transformer.wpe.weight"),
+            ("backbone.norm.weight", "transformer.ln_f.weight"),
+            ("backbone.norm.bias", "transformer.ln_f.bias")]
+
+    @staticmethod
+    def layer(i: int) -> str:
+        return f"transformer.h.{i}."
+
     @staticmethod
     def to_seqlab(t: dict[str, Tensor], cfg) -> dict[str, Tensor]:
-        t = _Tensors({k.removeprefix("transformer."): v for k, v in t.items()})
+        t = _Tensors({k if k.startswith("transformer.") or k.startswith("lm_head") else
+                      "transformer." + k: v for k, v in t.items()})
+        out = _mapped(GPT2, t, cfg, to_hf=False)
         d = cfg.d_model
-        out = {"backbone.embed.weight": t["wte.weight"],
-               "backbone.position.table.weight": t["wpe.weight"],
-               "backbone.norm.weight": t["ln_f.weight"], "backbone.norm.bias": t["ln_f.bias"]}
         for i in range(cfg.n_layers):
-            h, b = f"h.{i}.", f"backbone.blocks.{i}."
+            h, b = GPT2.layer(i), f"backbone.blocks.{i}."
             qkv_w, qkv_b = t[h + "attn.c_attn.weight"], t[h + "attn.c_attn.bias"]
-            out.update({
-                b + "mixer_norm.weight": t[h + "ln_1.weight"], b + "mixer_norm.bias": t[h + "ln_1.bias"],
-                b + "mixer.q_proj.weight": _t(qkv_w[:, :d]), b + "mixer.q_proj.bias": qkv_b[:d],
-                b + "mixer.kv_proj.weight": _t(qkv_w[:, d:]), b + "mixer.kv_proj.bias": qkv_b[d:],
-                b + "mixer.out_proj.weight": _t(t[h + "attn.c_proj.weight"]),
-                b + "mixer.out_proj.bias": t[h + "attn.c_proj.bias"],
-                b + "ffn_norm.weight": t[h + "ln_2.weight"], b + "ffn_norm.bias": t[h + "ln_2.bias"],
-                b + "ffn.up.weight": _t(t[h + "mlp.c_fc.weight"]), b + "ffn.up.bias": t[h + "mlp.c_fc.bias"],
-                b + "ffn.down.weight": _t(t[h + "mlp.c_proj.weight"]),
-                b + "ffn.down.bias": t[h + "mlp.c_proj.bias"]})
+            out.update({b + "mixer.q_proj.weight": _t(qkv_w[:, :d]), b + "mixer.q_proj.bias": qkv_b[:d],
+                        b + "mixer.kv_proj.weight": _t(qkv_w[:, d:]),
+                        b + "mixer.kv_proj.bias": qkv_b[d:]})
         return out
 
     @staticmethod
@@ -156,23 +180,13 @@ class GPT2:
 
     @staticmethod
     def to_hf(s: dict[str, Tensor], cfg) -> dict[str, Tensor]:
-        out = {"transformer.wte.weight": s["backbone.embed.weight"],
-               "transformer.wpe.weight": s["backbone.position.table.weight"],
-               "transformer.ln_f.weight": s["backbone.norm.weight"],
-               "transformer.ln_f.bias": s["backbone.norm.bias"]}
+        out = _mapped(GPT2, s, cfg, to_hf=True)
         for i in range(cfg.n_layers):
-            h, b = f"transformer.h.{i}.", f"backbone.blocks.{i}."
-            out.update({
-                h + "ln_1.weight": s[b + "mixer_norm.weight"], h + "ln_1.bias": s[b + "mixer_norm.bias"],
-                h + "attn.c_attn.weight": _t(torch.cat([s[b + "mixer.q_proj.weight"],
-                                                        s[b + "mixer.kv_proj.weight"]])),
-                h + "attn.c_attn.bias": torch.cat([s[b + "mixer.q_proj.bias"], s[b + "mixer.kv_proj.bias"]]),
-                h + "attn.c_proj.weight": _t(s[b + "mixer.out_proj.weight"]),
-                h + "attn.c_proj.bias": s[b + "mixer.out_proj.bias"],
-                h + "ln_2.weight": s[b + "ffn_norm.weight"], h + "ln_2.bias": s[b + "ffn_norm.bias"],
-                h + "mlp.c_fc.weight": _t(s[b + "ffn.up.weight"]), h + "mlp.c_fc.bias": s[b + "ffn.up.bias"],
-                h + "mlp.c_proj.weight": _t(s[b + "ffn.down.weight"]),
-                h + "mlp.c_proj.bias": s[b + "ffn.down.bias"]})
+            h, b = GPT2.layer(i), f"backbone.blocks.{i}."
+            out[h + "attn.c_attn.weight"] = _t(torch.cat([s[b + "mixer.q_proj.weight"],
+                                                          s[b + "mixer.kv_proj.weight"]]))
+            out[h + "attn.c_attn.bias"] = torch.cat([s[b + "mixer.q_proj.bias"],
+                                                     s[b + "mixer.kv_proj.bias"]])
         return out
 
 
@@ -200,24 +214,27 @@ class Llama:
                 "mixer_options": {"attention": {"bias": False}},
                 "vocab_size": _need(hf, "vocab_size", where)}
 
+    PAIRS = [("mixer_norm.weight", "input_layernorm.weight", False),
+             ("mixer.q_proj.weight", "self_attn.q_proj.weight", False),
+             ("mixer.out_proj.weight", "self_attn.o_proj.weight", False),
+             ("ffn_norm.weight", "post_attention_layernorm.weight", False),
+             ("ffn.down.weight", "mlp.down_proj.weight", False)]
+    ENDS = [("backbone.embed.weight", "model.embed_tokens.weight"),
+            ("backbone.norm.weight", "model.norm.weight")]
+
+    @staticmethod
+    def layer(i: int) -> str:
+        return f"model.layers.{i}."
+
     @staticmethod
     def to_seqlab(t: dict[str, Tensor], cfg) -> dict[str, Tensor]:
-        out = {"backbone.embed.weight": t["model.embed_tokens.weight"],
-               "backbone.norm.weight": t["model.norm.weight"]}
-        if not cfg.tie_embeddings:
-            out["head.proj.weight"] = t["lm_head.weight"]
+        out = _mapped(Llama, t, cfg, to_hf=False)
         for i in range(cfg.n_layers):
-            h, b = f"model.layers.{i}.", f"backbone.blocks.{i}."
-            out.update({
-                b + "mixer_norm.weight": t[h + "input_layernorm.weight"],
-                b + "mixer.q_proj.weight": t[h + "self_attn.q_proj.weight"],
-                b + "mixer.kv_proj.weight": torch.cat([t[h + "self_attn.k_proj.weight"],
-                                                      t[h + "self_attn.v_proj.weight"]]),
-                b + "mixer.out_proj.weight": t[h + "self_attn.o_proj.weight"],
-                b + "ffn_norm.weight": t[h + "post_attention_layernorm.weight"],
-                b + "ffn.gate_up.weight": torch.cat([t[h + "mlp.gate_proj.weight"],
-                                                    t[h + "mlp.up_proj.weight"]]),
-                b + "ffn.down.weight": t[h + "mlp.down_proj.weight"]})
+            h, b = Llama.layer(i), f"backbone.blocks.{i}."
+            out[b + "mixer.kv_proj.weight"] = torch.cat([t[h + "self_attn.k_proj.weight"],
+                                                        t[h + "self_attn.v_proj.weight"]])
+            out[b + "ffn.gate_up.weight"] = torch.cat([t[h + "mlp.gate_proj.weight"],
+                                                      t[h + "mlp.up_proj.weight"]])
         return out
 
     @staticmethod
@@ -239,22 +256,14 @@ class Llama:
 
     @staticmethod
     def to_hf(s: dict[str, Tensor], cfg) -> dict[str, Tensor]:
-        out = {"model.embed_tokens.weight": s["backbone.embed.weight"],
-               "model.norm.weight": s["backbone.norm.weight"],
-               "lm_head.weight": s.get("head.proj.weight", s["backbone.embed.weight"])}
+        out = _mapped(Llama, s, cfg, to_hf=True)
         kv = (cfg.n_kv_heads or cfg.n_heads) * (cfg.d_model // cfg.n_heads)
         for i in range(cfg.n_layers):
-            h, b = f"model.layers.{i}.", f"backbone.blocks.{i}."
+            h, b = Llama.layer(i), f"backbone.blocks.{i}."
             k, v = s[b + "mixer.kv_proj.weight"].split(kv)
             gate, up = s[b + "ffn.gate_up.weight"].chunk(2)
-            out.update({
-                h + "input_layernorm.weight": s[b + "mixer_norm.weight"],
-                h + "self_attn.q_proj.weight": s[b + "mixer.q_proj.weight"],
-                h + "self_attn.k_proj.weight": k, h + "self_attn.v_proj.weight": v,
-                h + "self_attn.o_proj.weight": s[b + "mixer.out_proj.weight"],
-                h + "post_attention_layernorm.weight": s[b + "ffn_norm.weight"],
-                h + "mlp.gate_proj.weight": gate, h + "mlp.up_proj.weight": up,
-                h + "mlp.down_proj.weight": s[b + "ffn.down.weight"]})
+            out.update({h + "self_attn.k_proj.weight": k, h + "self_attn.v_proj.weight": v,
+                        h + "mlp.gate_proj.weight": gate, h + "mlp.up_proj.weight": up})
         return out
 
 
@@ -280,19 +289,20 @@ class Mamba:
                     "dt_rank": math.ceil(d / 16) if rank == "auto" else int(rank)}},
                 "vocab_size": _need(hf, "vocab_size", where)}
 
+    PAIRS = [("mixer_norm.weight", "norm.weight", False)] + [
+        (f"mixer.{name}", f"mixer.{name}", False)
+        for name in ("A_log", "D", "in_proj.weight", "conv1d.weight", "conv1d.bias",
+                     "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "out_proj.weight")]
+    ENDS = [("backbone.embed.weight", "backbone.embeddings.weight"),
+            ("backbone.norm.weight", "backbone.norm_f.weight")]
+
+    @staticmethod
+    def layer(i: int) -> str:
+        return f"backbone.layers.{i}."
+
     @staticmethod
     def to_seqlab(t: dict[str, Tensor], cfg) -> dict[str, Tensor]:
-        out = {"backbone.embed.weight": t["backbone.embeddings.weight"],
-               "backbone.norm.weight": t["backbone.norm_f.weight"]}
-        if not cfg.tie_embeddings:
-            out["head.proj.weight"] = t["lm_head.weight"]
-        for i in range(cfg.n_layers):
-            h, b = f"backbone.layers.{i}.", f"backbone.blocks.{i}."
-            out[b + "mixer_norm.weight"] = t[h + "norm.weight"]
-            for name in ("A_log", "D", "in_proj.weight", "conv1d.weight", "conv1d.bias",
-                         "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "out_proj.weight"):
-                out[b + "mixer." + name] = t[h + "mixer." + name]
-        return out
+        return _mapped(Mamba, t, cfg, to_hf=False)
 
 
 ARCHITECTURES = {cls.model_type: cls for cls in (GPT2, Llama, Mamba)}
