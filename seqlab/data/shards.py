@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqlab.data.sources import Batches, FileOptions, PathSpec, register_source
+from seqlab.data.sources import Batches, PathSpec, register_source
 from seqlab.data.text import RandomBlocks, split_point
-from seqlab.data.text_source import TextSource
+from seqlab.data.text_source import TextOptions, TextSource
 from seqlab.data.tokenizer_base import Tokenizer
 from seqlab.errors import ConfigError, DataError
 
@@ -161,10 +161,13 @@ class TokenShards:
 
 
 @dataclass
-class ShardOptions(FileOptions):
+class ShardOptions(TextOptions):
     """``path``: a directory that ``seqlab data prepare`` wrote. ``val_path`` and
     ``eval_sets`` entries: prepared directories too. ``verify``: check every shard's
-    sha256 when training starts (reads all of them once)."""
+    sha256 when training starts (reads all of them once). The text source's own options
+    (``extensions``, ``exclude``, ``max_bytes``, ``shuffle_files``) were applied when the
+    shards were prepared; they are accepted here, so a text config switches to its
+    shards with ``--set data.source=shards --set data.path=DIR``, and change nothing."""
 
     verify: bool = False
 

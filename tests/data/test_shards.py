@@ -89,7 +89,9 @@ def test_training_from_shards_equals_training_from_text(corpus, tmp_path):
     assert index["made_from"]["workers"] == 2 and len(index["shards"]) > 4
     assert {s["file"].split("-")[1] for s in index["shards"]} == {"00000", "00001"}
     Trainer(config, tmp_path / "text").fit()
-    Trainer(from_shards(config, tmp_path / "shards"), tmp_path / "shards-run").fit()
+    # The text config with its source switched, as `seqlab data prepare` suggests:
+    switched = config.replace(["data.source=shards", f"data.path={tmp_path / 'shards'}"])
+    Trainer(switched, tmp_path / "shards-run").fit()
     a = CheckpointManager(tmp_path / "text" / "trainer").load_latest().model
     b = CheckpointManager(tmp_path / "shards-run" / "trainer").load_latest().model
     assert all(torch.equal(a[k], b[k]) for k in a)
