@@ -321,3 +321,53 @@ def test_the_playground_streams_a_generation_in_a_real_browser(lm_server, lm_run
             assert "over this server's cap of 64" in page.inner_text("#status")
         finally:
             browser.close()
+
+
+def test_predict_takes_feature_arrays_for_feature_runs(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lengths, labels = rng.integers(4, 12, 40), rng.integers(0, 2, 40)
+    rows = [np.stack([np.sin(np.arange(t) * (0.3 + y)), np.cos(np.arange(t))], 1) for t, y in zip(lengths, labels)]
+    np.savez(tmp_path / "train.npz", features=np.concatenate(rows).astype(np.float32),
+             lengths=lengths, labels=labels)
+    config = RunConfig.from_dict({
+        "task": "classify", "seed": 0,
+        "model": {"mixer": "gru", "d_model": 16, "n_layers": 1, "causal": False,
+                  "context_length": 16, "position": "none"},
+        "data": {"source": "features", "path": str(tmp_path / "train.npz")},
+        "train": {"steps": 5, "batch_size": 8, "eval_every": 5, "progress": False, "num_threads": 1}})
+    seqlab.fit(config, tmp_path / "run")
+    arrays = [rows[0].tolist(), rows[1][:5].tolist()]
+    with Server(Service(tmp_path / "run")) as server:
+        got = server.post("/v1/predict", {"features": arrays}).json()["predictions"]
+        expected = seqlab.load(tmp_path / "run").predict([np.asarray(a, dtype=np.float32) for a in arrays])
+        assert [p["label"] for p in got] == [p["label"] for p in expected]
+        bad = server.post("/v1/predict", {"features": [[[0.0, 1.0, 2.0]]]})
+        assert bad.status_code == 422 and "(time, 2) arrays" in bad.json()["error"]
+        assert server.post("/v1/predict", {"texts": ["abc"]}).json()["error"] == \
+            "this run reads features; send features"
+        assert server.post("/v1/predict", {"features": [[[0.0, 1.0]] * 17]}).status_code == 413
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+def test_the_playground_predicts_in_a_real_browser(classify_run):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    expected = [p["label"] for p in seqlab.load(classify_run).predict(["axxa", "bbzb"])]
+    with Server(Service(classify_run)) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_selector("#predict-panel:not([hidden])")
+            page.fill("#texts", "axxa\nbbzb\n")
+            page.click("#predict")
+            page.wait_for_selector("#predictions")
+            cells = page.eval_on_selector_all("#predictions tr td:nth-child(2)",
+                                              "cells => cells.map(c => c.textContent)")
+            assert cells == expected
+            assert page.inner_text("#status") == "2 predictions"
+        finally:
+            browser.close()
