@@ -16,7 +16,9 @@ reshaping of issue 8 (data sources, heads with summed losses, hooks).
    both see the same load from the rest of the (shared) machine; a ratio is the median
    over rounds.
 
-Run: ``python benchmarks/bench_core.py [--quick] [--baseline REF] [--threads N]``.
+Run: ``python benchmarks/bench_core.py [--quick] [--baseline REF] [--only padding|speed]
+[--threads N]``; ``--only speed`` writes ``bench_core_speed.md`` (the speed check that any
+later reshaping of the core runs against the commit before it).
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def speed_section(args, work: Path) -> str:
     ratio = statistics.median(a / b for a, b in zip(rates["after"], rates["before"]))
     rows = [[name, f"{statistics.median(v):,.0f}", f"{min(v):,.0f}-{max(v):,.0f}"]
             for name, v in rates.items()]
-    return ("## causal_lm training speed before and after issue 8\n\n"
+    return (f"## causal_lm training speed: `{args.baseline}` (before) and this checkout (after)\n\n"
             f"`llama-tiny`, context 128, batch 16, byte tokenizer, {steps} steps per run on "
             f"2 MB of standard-library source; before = commit `{args.baseline}`, after = this "
             "checkout; each run in its own process on one thread, the two at the same time. "
@@ -201,13 +203,18 @@ def speed_section(args, work: Path) -> str:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], rounds=5, iters=5, warmup=2,
-                      extra=lambda p: p.add_argument("--baseline", default=BASELINE))
+    def extra(p):
+        p.add_argument("--baseline", default=BASELINE)
+        p.add_argument("--only", choices=["padding", "speed"], default=None)
+
+    args = parse_args(__doc__.splitlines()[0], rounds=5, iters=5, warmup=2, extra=extra)
+    parts = {"padding": padding_section, "speed": speed_section}
+    wanted = [args.only] if args.only else list(parts)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sections = [padding_section(args, work), speed_section(args, work)]
-    report("bench_core", "The core: padding, bucketing, and causal LM speed before/after", args,
-           sections)
+        sections = [parts[name](args, work) for name in wanted]
+    report("bench_core" + (f"_{args.only}" if args.only else ""),
+           "The core: padding, bucketing, and causal LM speed before/after", args, sections)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ class ModelConfig:
     activation: str = "gelu"
     norm_eps: float | None = None
     rope_base: float = 10000.0
+    # BERT's layout: "post" normalises after each residual sum (and drops the final
+    # norm); embed_norm normalises the embedding output.
+    norm_position: str = "pre"
+    embed_norm: bool = False
 
     def __post_init__(self):
         for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),
@@ -86,6 +90,11 @@ class ModelConfig:
                               f"{self.ffn!r}")
         if self.norm_eps is not None and self.norm_eps <= 0:
             raise ConfigError(f"model.norm_eps must be positive, got {self.norm_eps}")
+        if self.norm_position not in ("pre", "post"):
+            raise ConfigError(f"model.norm_position must be 'pre' or 'post', got {self.norm_position!r}")
+        if self.norm_position == "post" and (not self.residual or self.norm == "none"):
+            raise ConfigError("model.norm_position 'post' normalises residual sums: it needs "
+                              "model.residual true and a model.norm")
         if self.rope_base <= 1:
             raise ConfigError(f"model.rope_base must be above 1, got {self.rope_base}")
         _lookup(NORMS, self.norm, "model.norm")

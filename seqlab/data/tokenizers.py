@@ -176,8 +176,9 @@ class IdsTokenizer(Tokenizer):
     ``<eos>`` (and ``<mask>``). Text is ids written as decimal numbers separated by spaces.
 
     ``size`` is taken from the training data (largest id + 1) when the tokenizer is built.
-    ``special_ids`` instead names ids inside the vocabulary as ``<pad>``, ``<bos>`` and
-    ``<eos>`` (an imported model's own, e.g. GPT-2's 50256), and nothing is appended.
+    ``special_ids`` instead names ids inside the vocabulary as ``<pad>``, ``<bos>``,
+    ``<eos>`` and optionally ``<mask>`` (an imported model's own, e.g. GPT-2's 50256 or
+    BERT's [MASK]), and nothing is appended.
     """
 
     kind = "ids"
@@ -196,12 +197,13 @@ class IdsTokenizer(Tokenizer):
         if self.special_ids_inside is None:
             self._set_specials(specials or self.specials_for(mask), size)
             return
-        if set(special_ids) != set(self.default_specials) or not all(
+        if set(special_ids) - {MASK} != set(self.default_specials) or not all(
                 isinstance(i, int) and 0 <= i < size for i in special_ids.values()):
-            raise TokenizerError(f"special_ids must give {', '.join(self.default_specials)} ids in "
-                                 f"0..{size - 1}, got {special_ids}")
-        self.special_tokens = list(self.default_specials)
+            raise TokenizerError(f"special_ids must give {', '.join(self.default_specials)} (and "
+                                 f"optionally {MASK}) ids in 0..{size - 1}, got {special_ids}")
+        self.special_tokens = list(special_ids)
         self.pad_id, self.bos_id, self.eos_id = (special_ids[n] for n in self.default_specials)
+        self.mask_id = special_ids.get(MASK)
 
     @classmethod
     def build(cls, texts: Iterable[str] = (), *, mask: bool = False) -> IdsTokenizer:

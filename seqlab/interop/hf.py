@@ -1,20 +1,18 @@
-"""Hugging Face checkpoints in and out: ``seqlab import-hf`` and ``seqlab export-hf``.
+"""Hugging Face checkpoints in and out: ``seqlab hf import`` and ``seqlab hf export``.
 
 Import reads a local Hugging Face model directory (``config.json`` and safetensors
-weights, one file or an index of shards) of a GPT-2, Llama or Mamba causal LM and
-writes a seqlab run directory: the matching model config (a ``gpt``, ``llama`` or
-``mamba``-shaped stack), the weights under seqlab's names, and an ``ids`` tokenizer over
-the checkpoint's vocabulary whose ``<eos>``/``<bos>``/``<pad>`` are the checkpoint's own
-ids. The run then loads, evaluates, generates, serves and fine-tunes like any other,
-with the same logits as the original (tested against ``transformers``).
+weights, one file or an index of shards) of a GPT-2, Llama or Mamba causal LM, or a
+BERT masked LM, and writes a seqlab run directory: the matching model config (a
+``gpt``, ``llama``, ``mamba`` or post-norm BERT-shaped stack), the weights under
+seqlab's names, and an ``ids`` tokenizer over the checkpoint's vocabulary whose special
+tokens are the checkpoint's own ids. The run then loads, evaluates, generates (or fills
+masks), serves and fine-tunes like any other, with the same logits as the original
+(tested against ``transformers``).
 
 Export writes a ``gpt``- or ``llama``-shaped causal LM run as a Hugging Face directory
 (``config.json``, ``model.safetensors``) that ``AutoModelForCausalLM.from_pretrained``
 loads with equal logits. Neither direction needs ``transformers`` installed; text
 tokenizers (BPE) are not converted: the ids are the checkpoint's.
-
-BERT-shaped checkpoints are refused: BERT normalises after each residual (post-norm)
-and adds token-type embeddings, which seqlab's pre-norm blocks do not express.
 """
 
 from __future__ import annotations
@@ -305,7 +303,101 @@ class Mamba:
         return _mapped(Mamba, t, cfg, to_hf=False)
 
 
-ARCHITECTURES = {cls.model_type: cls for cls in (GPT2, Llama, Mamba)}
+class Bert:
+    """BERT with its masked-LM head (BertForMaskedLM): post-LayerNorm blocks, a LayerNorm
+    on the embeddings, learned positions, GELU MLP; token type 0's embedding is folded
+    into the position table (exact for single-segment inputs, which is what seqlab
+    feeds). Imported as a ``masked_lm`` run; its [PAD], [CLS], [SEP] and [MASK] ids come
+    from the directory's ``vocab.txt`` or ``tokenizer.json``."""
+
+    model_type = "bert"
+    task = "masked_lm"
+    PAIRS = [("mixer.q_proj.weight", "attention.self.query.weight", False),
+             ("mixer.q_proj.bias", "attention.self.query.bias", False),
+             ("mixer.out_proj.weight", "attention.output.dense.weight", False),
+             ("mixer.out_proj.bias", "attention.output.dense.bias", False),
+             ("mixer_norm.weight", "attention.output.LayerNorm.weight", False),
+             ("mixer_norm.bias", "attention.output.LayerNorm.bias", False),
+             ("ffn.up.weight", "intermediate.dense.weight", False),
+             ("ffn.up.bias", "intermediate.dense.bias", False),
+             ("ffn.down.weight", "output.dense.weight", False),
+             ("ffn.down.bias", "output.dense.bias", False),
+             ("ffn_norm.weight", "output.LayerNorm.weight", False),
+             ("ffn_norm.bias", "output.LayerNorm.bias", False)]
+    ENDS = [("backbone.embed.weight", "bert.embeddings.word_embeddings.weight"),
+            ("backbone.embed_norm.weight", "bert.embeddings.LayerNorm.weight"),
+            ("backbone.embed_norm.bias", "bert.embeddings.LayerNorm.bias"),
+            ("head.transform.0.weight", "cls.predictions.transform.dense.weight"),
+            ("head.transform.0.bias", "cls.predictions.transform.dense.bias"),
+            ("head.transform.2.weight", "cls.predictions.transform.LayerNorm.weight"),
+            ("head.transform.2.bias", "cls.predictions.transform.LayerNorm.bias"),
+            ("head.bias", "cls.predictions.bias")]
+
+    @staticmethod
+    def layer(i: int) -> str:
+        return f"bert.encoder.layer.{i}."
+
+    @staticmethod
+    def model(hf: dict, where: Path) -> dict:
+        if hf.get("position_embedding_type", "absolute") != "absolute":
+            raise ConfigError(f"BERT position_embedding_type {hf['position_embedding_type']!r} "
+                              "is not supported (absolute is)")
+        activation = {"gelu": "gelu", "gelu_new": "gelu_tanh"}.get(hf.get("hidden_act", "gelu"))
+        if activation is None:
+            raise ConfigError(f"BERT hidden_act {hf['hidden_act']!r} is not supported (gelu is)")
+        return {"mixer": "attention", "causal": False, "d_model": _need(hf, "hidden_size", where),
+                "n_layers": _need(hf, "num_hidden_layers", where),
+                "n_heads": _need(hf, "num_attention_heads", where), "ffn": "mlp",
+                "d_ff": _need(hf, "intermediate_size", where), "activation": activation,
+                "norm": "layernorm", "norm_eps": hf.get("layer_norm_eps", 1e-12),
+                "norm_position": "post", "embed_norm": True, "position": "learned",
+                "context_length": _need(hf, "max_position_embeddings", where),
+                "tie_embeddings": bool(hf.get("tie_word_embeddings", True)),
+                "vocab_size": _need(hf, "vocab_size", where)}
+
+    @staticmethod
+    def to_seqlab(t: dict[str, Tensor], cfg) -> dict[str, Tensor]:
+        if not any(k.startswith("cls.predictions") for k in t):
+            raise CheckpointError(f"{_Tensors.where}: no masked-LM head (cls.predictions.*); "
+                                  "import a BertForMaskedLM checkpoint")
+        if not cfg.tie_embeddings:  # the decoder has weights of its own
+            t = _Tensors({**t, "lm_head.weight": t["cls.predictions.decoder.weight"]})
+        out = _mapped(Bert, t, cfg, to_hf=False)
+        e = "bert.embeddings."
+        out["backbone.position.table.weight"] = (t[e + "position_embeddings.weight"]
+                                                 + t[e + "token_type_embeddings.weight"][0])
+        for i in range(cfg.n_layers):
+            h, b = Bert.layer(i), f"backbone.blocks.{i}."
+            out[b + "mixer.kv_proj.weight"] = torch.cat([t[h + "attention.self.key.weight"],
+                                                        t[h + "attention.self.value.weight"]])
+            out[b + "mixer.kv_proj.bias"] = torch.cat([t[h + "attention.self.key.bias"],
+                                                      t[h + "attention.self.value.bias"]])
+        return out
+
+    @staticmethod
+    def special_ids(hf: dict, directory: Path, vocab: int) -> dict[str, int]:
+        names = {"<pad>": "[PAD]", "<bos>": "[CLS]", "<eos>": "[SEP]", "<mask>": "[MASK]"}
+        index = _vocabulary(directory)
+        missing = [token for token in names.values() if token not in index]
+        if missing:
+            raise CheckpointError(f"{directory}: BERT's special tokens {', '.join(missing)} are not "
+                                  "in a vocab.txt or tokenizer.json there; the masked LM needs "
+                                  "their ids")
+        return {ours: index[theirs] for ours, theirs in names.items()}
+
+
+def _vocabulary(directory: Path) -> dict[str, int]:
+    """Token -> id from a WordPiece ``vocab.txt`` or a fast ``tokenizer.json`` (empty if
+    there is neither)."""
+    if (directory / "vocab.txt").is_file():
+        lines = (directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        return {token: i for i, token in enumerate(lines)}
+    if (directory / "tokenizer.json").is_file():
+        return dict(read_json(directory / "tokenizer.json").get("model", {}).get("vocab", {}))
+    return {}
+
+
+ARCHITECTURES = {cls.model_type: cls for cls in (GPT2, Llama, Mamba, Bert)}
 EXPORTABLE = {"gpt2": GPT2, "llama": Llama}
 
 
@@ -325,10 +417,6 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     hf = read_hf_config(hf_dir)
     kind = hf.get("model_type")
-    if kind == "bert":
-        raise ConfigError("BERT checkpoints cannot be imported: BERT normalises after each "
-                          "residual (post-norm) and adds token-type embeddings, while seqlab's "
-                          "blocks are pre-norm; GPT-2, Llama and Mamba causal LMs can")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"{hf_dir / HF_CONFIG}: model_type {kind!r} cannot be imported; "
                           f"supported: {', '.join(sorted(ARCHITECTURES))}")
@@ -336,13 +424,17 @@ def import_hf(hf_dir: str | Path, run_dir: str | Path) -> Path:
         raise CheckpointError(f"{run_dir} is not empty; choose a new directory for the imported run")
     arch = ARCHITECTURES[kind]
     model = arch.model(hf, hf_dir)
-    config = RunConfig.from_dict({"task": "causal_lm", "tokenizer": {"kind": "ids"},
-                                  "model": {**model, "input": "tokens", "causal": True}})
+    task = getattr(arch, "task", "causal_lm")
+    config = RunConfig.from_dict({"task": task, "tokenizer": {"kind": "ids"},
+                                  "model": {"causal": True, **model, "input": "tokens"}})
     _Tensors.where = str(hf_dir)
     tensors = arch.to_seqlab(_Tensors(read_hf_tensors(hf_dir)), config.model)
-    built = OBJECTIVES.get("causal_lm").cls(config).build_model()
+    built = OBJECTIVES.get(task).cls(config).build_model()
     check_model_tensors(model_tensors(built), tensors, source=str(hf_dir))
-    tokenizer = IdsTokenizer(config.model.vocab_size, special_ids=_special_ids(hf, config.model.vocab_size))
+    vocab = config.model.vocab_size
+    specials = (arch.special_ids(hf, hf_dir, vocab) if hasattr(arch, "special_ids")
+                else _special_ids(hf, vocab))
+    tokenizer = IdsTokenizer(vocab, special_ids=specials)
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(run_dir / TOKENIZER_FILE)
     save_weights(run_dir / WEIGHTS_FILE, {k: v.contiguous() for k, v in tensors.items()},

@@ -54,13 +54,16 @@ class Backbone(nn.Module):
         norm: the final norm.
         position: an absolute position encoding added after the embedding, or None.
         dropout: dropout on the embedding output.
+        embed_norm: a norm of the embedding output (BERT), or None.
     """
 
     def __init__(self, embed: nn.Module, blocks: list[Block], norm: nn.Module, *,
-                 position: AbsolutePosition | None = None, dropout: float = 0.0):
+                 position: AbsolutePosition | None = None, dropout: float = 0.0,
+                 embed_norm: nn.Module | None = None):
         super().__init__()
         self.embed = embed
         self.position = position
+        self.embed_norm = embed_norm
         self.blocks = nn.ModuleList(blocks)
         self.norm = norm
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -94,6 +97,8 @@ class Backbone(nn.Module):
             if seen + T > self.max_positions:
                 raise ShapeError(f"sequence length {seen + T} exceeds this model's limit of "
                                  f"{self.max_positions} positions")
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         x = self.dropout(x)
         layer_states = state.layers if state is not None else [None] * len(self.blocks)
         new_states = []

@@ -51,10 +51,13 @@ def build_backbone(cfg) -> Backbone:
         ffn = None if cfg.ffn == "none" else FFNS.get(cfg.ffn)(d, cfg.d_ff, dropout=cfg.dropout,
                                                                **ffn_options)
         blocks.append(Block(mixer, ffn=ffn, norm=norm, residual=cfg.residual,
-                            dropout=cfg.dropout))
+                            dropout=cfg.dropout, post_norm=cfg.norm_position == "post"))
     kind = cfg.input or ("features" if cfg.input_dim and not cfg.vocab_size else "tokens")
     embed = INPUTS.get(kind).build(d, cfg.vocab_size, cfg.input_dim)
-    backbone = Backbone(embed, blocks, norm(d), position=absolute, dropout=cfg.dropout)
+    # Post-norm blocks end normalised: no final norm on top.
+    final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
+    backbone = Backbone(embed, blocks, final, position=absolute, dropout=cfg.dropout,
+                        embed_norm=norm(d) if cfg.embed_norm else None)
     init_weights(backbone, cfg.n_layers)
     return backbone
 

@@ -126,10 +126,11 @@ class MaskedLMHead(Head):
     the embedding when given) plus a bias. The loss reads only masked positions
     (targets != IGNORE), so the vocabulary projection runs on about 15% of the tokens."""
 
-    def __init__(self, d_model: int, vocab_size: int, *, tie_to: nn.Embedding | None = None):
+    def __init__(self, d_model: int, vocab_size: int, *, tie_to: nn.Embedding | None = None,
+                 eps: float = 1e-5):
         super().__init__()
         self.transform = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(),
-                                       nn.LayerNorm(d_model))
+                                       nn.LayerNorm(d_model, eps=eps))
         self.proj = nn.Linear(d_model, vocab_size, bias=False)
         _tie(self.proj, tie_to)
         self.bias = nn.Parameter(torch.zeros(vocab_size))

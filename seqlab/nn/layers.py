@@ -77,12 +77,17 @@ class Block(nn.Module):
         norm: a factory ``d_model -> module`` for the pre-norms.
         residual: add the input back around the mixer and the ffn.
         dropout: dropout on each branch output.
+        post_norm: normalise after each residual sum instead, ``norm(x + mixer(x))``
+            (the original Transformer's and BERT's order).
     """
 
     def __init__(self, mixer: Mixer, *, ffn: nn.Module | None = None,
                  norm: Callable[[int], nn.Module] = nn.LayerNorm, residual: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, post_norm: bool = False):
         super().__init__()
+        if post_norm and not residual:
+            raise ValueError("a post-norm block normalises its residual sum; it needs residual=True")
+        self.post_norm = post_norm
         d = mixer.d_model
         self.mixer_norm = norm(d)
         self.mixer = mixer
@@ -93,6 +98,12 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, state: State = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, State]:
+        if self.post_norm:  # BERT's order: norm(x + f(x))
+            h, state = self.mixer(x, state, padding_mask=padding_mask)
+            x = self.mixer_norm(x + self.dropout(h))
+            if self.ffn is not None:
+                x = self.ffn_norm(x + self.dropout(self.ffn(x)))
+            return x, state
         h, state = self.mixer(self.mixer_norm(x), state, padding_mask=padding_mask)
         x = x + self.dropout(h) if self.residual else self.dropout(h)
         if self.ffn is not None:

@@ -131,7 +131,8 @@ class MaskedLM(Objective):
     def build_head(self, backbone) -> MaskedLMHead:
         cfg = self.config.model
         tie = backbone.embed if cfg.tie_embeddings else None
-        return MaskedLMHead(cfg.d_model, cfg.vocab_size, tie_to=tie)
+        eps = cfg.norm_eps if cfg.norm == "layernorm" and cfg.norm_eps is not None else 1e-5
+        return MaskedLMHead(cfg.d_model, cfg.vocab_size, tie_to=tie, eps=eps)
 
     def transform(self, batch: Batch, *, key: tuple[int, ...]) -> Batch:
         tok = self.tokenizer

@@ -103,13 +103,9 @@ def test_unsupported_or_broken_checkpoints_are_named(tmp_path):
     hf.mkdir()
     with pytest.raises(CheckpointError, match="has no config.json"):
         import_hf(hf, tmp_path / "run")
-    (hf / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ConfigError, match="BERT checkpoints cannot be imported: BERT normalises "
-                                          "after each residual"):
-        import_hf(hf, tmp_path / "run")
     (hf / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    with pytest.raises(ConfigError, match="model_type 't5' cannot be imported; supported: gpt2, "
-                                          "llama, mamba"):
+    with pytest.raises(ConfigError, match="model_type 't5' cannot be imported; supported: bert, "
+                                          "gpt2, llama, mamba"):
         import_hf(hf, tmp_path / "run")
     torch.manual_seed(0)
     hf_models()["gpt2"]().save_pretrained(hf)
@@ -133,3 +129,49 @@ def test_the_commands(tmp_path, capsys):
     assert (tmp_path / "again" / "model.safetensors").is_file()
     assert cli.main(["hf", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "run"), "-q"]) == 2
     assert "is not empty" in capsys.readouterr().err
+
+
+BERT_VOCAB = ["[PAD]"] + [f"w{i}" for i in range(1, 90)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
+    [f"x{i}" for i in range(94, VOCAB)]
+
+
+def test_a_bert_masked_lm_imports_with_equal_logits_and_fills_masks(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=40, type_vocab_size=2)
+    model = transformers.BertForMaskedLM(config).eval()
+    with torch.no_grad():  # token-type and LayerNorm weights away from their init
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or "token_type" in name or name.endswith("predictions.bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n")
+    import_hf(tmp_path / "hf", tmp_path / "run")
+    pipeline = seqlab.load(tmp_path / "run")
+    assert pipeline.config.task == "masked_lm" and pipeline.tokenizer.mask_id == 93
+    ids = torch.randint(0, VOCAB, (3, 16))
+    mask = torch.ones(3, 16, dtype=torch.bool)
+    mask[1, 11:] = False  # a padded row: HF's attention_mask, seqlab's padding_mask
+    with torch.no_grad():
+        theirs = model(ids, attention_mask=mask.long()).logits
+        ours = pipeline.model(ids, padding_mask=mask).logits
+    assert (theirs - ours)[mask].abs().max().item() < 1e-5
+    filled = pipeline.fill_mask("91 5 <mask> 7 92", top_k=3)[0]
+    with torch.no_grad():
+        probs = model(torch.tensor([[91, 5, 93, 7, 92]])).logits[0, 2].softmax(-1)
+    probs[[0, 91, 92, 93]] = 0  # seqlab never proposes special tokens
+    assert [o["id"] for o in filled] == probs.topk(3).indices.tolist()
+
+
+def test_a_bert_without_its_vocabulary_or_head_is_refused(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=4, intermediate_size=64)
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "mlm")
+    with pytest.raises(CheckpointError, match=r"special tokens \[PAD\], \[CLS\], \[SEP\], \[MASK\] "
+                                              "are not in a vocab.txt"):
+        import_hf(tmp_path / "mlm", tmp_path / "run")
+    transformers.BertModel(config).save_pretrained(tmp_path / "plain")
+    with pytest.raises(CheckpointError, match="no masked-LM head"):
+        import_hf(tmp_path / "plain", tmp_path / "run2")
