@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hf", help="Hugging Face checkpoints: seqlab hf import|export")
     hf = p.add_subparsers(dest="hf_command", required=True, metavar="ACTION")
-    p = hf.add_parser("import", help="a local GPT-2, Llama or Mamba checkpoint directory -> a run")
+    p = hf.add_parser("import", help="a local GPT-2, Llama, Mamba or BERT (masked LM) checkpoint -> a run")
     p.add_argument("hf_dir", help="directory with config.json and model.safetensors")
     p.add_argument("--out", required=True, help="the run directory to write")
     _add_common(p)

@@ -144,6 +144,8 @@ def test_training_from_shards_stays_far_below_their_size_in_memory(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         added[name] = json.loads(done.stdout.strip().splitlines()[-1])["added_mib"]
+    print(f"memory added: shards {added['shards']:.1f} MiB, text {added['text']:.1f} MiB "
+          f"({shard_mib:.0f} MiB of shards)")
     assert added["shards"] < shard_mib / 8, added
     assert added["text"] > shard_mib, added
 
