@@ -109,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="directory to write (default: RUN_DIR/export-FORMAT)")
     _add_common(p)
 
+    p = sub.add_parser("tokenizer", help="tokenizers: seqlab tokenizer train PATHS --vocab-size N --out FILE")
+    tok = p.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
+    p = tok.add_parser("train", help="train a byte-level BPE tokenizer on text files, streamed",
+                       description="Train a byte-level BPE tokenizer (Hugging Face tokenizers) "
+                                   "on files, folders or globs, reading them in blocks; writes "
+                                   "the tokenizers library's own tokenizer.json.")
+    p.add_argument("paths", nargs="+", help="text files, folders or globs")
+    p.add_argument("--vocab-size", type=int, required=True, help="ids in the vocabulary, specials included")
+    p.add_argument("--out", required=True, help="the tokenizer.json to write")
+    p.add_argument("--max-bytes", type=int, default=None, help="read at most this many bytes")
+    p.add_argument("--min-frequency", type=int, default=2, help="merges seen fewer times are not learned")
+    p.add_argument("--extensions", nargs="*", default=None, help="in folders, only these suffixes")
+    _add_common(p)
+
     p = sub.add_parser("hf", help="Hugging Face checkpoints: seqlab hf import|export")
     hf = p.add_subparsers(dest="hf_command", required=True, metavar="ACTION")
     p = hf.add_parser("import", help="a local GPT-2, Llama, Mamba or BERT (masked LM) checkpoint -> a run")
@@ -335,6 +349,23 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_tokenizer(args) -> int:
+    import time
+
+    from seqlab.data.bpe import stream_texts, train_bpe
+    from seqlab.data.text import resolve_paths
+
+    files = resolve_paths(list(args.paths), extensions=args.extensions)
+    start = time.perf_counter()
+    tokenizer = train_bpe(stream_texts(files, max_bytes=args.max_bytes),
+                          vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+    tokenizer.save(args.out)
+    print(f"trained a byte-level BPE tokenizer of {tokenizer.vocab_size} ids on {len(files)} files "
+          f"in {time.perf_counter() - start:.1f} s: {args.out}")
+    print(f"use it with: --set tokenizer.path={args.out}")
+    return 0
+
+
 def cmd_hf(args) -> int:
     from seqlab.interop.hf import export_hf, import_hf
 
@@ -356,7 +387,7 @@ def cmd_bench(args) -> int:
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
-            "hf": cmd_hf, "export": cmd_export,
+            "hf": cmd_hf, "export": cmd_export, "tokenizer": cmd_tokenizer,
             "bench": cmd_bench}
 
 

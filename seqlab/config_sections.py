@@ -133,14 +133,20 @@ def _lookup(registry, name: str, key: str):
 
 @dataclass
 class TokenizerConfig:
-    """``kind``: ``byte`` (UTF-8 bytes), ``char`` (the corpus's characters) or ``ids``
-    (pre-tokenised data); ``path``: reuse an existing tokenizer.json."""
+    """``kind``: ``byte`` (UTF-8 bytes), ``char`` (the corpus's characters), ``ids``
+    (pre-tokenised data) or ``bpe`` (byte-level BPE trained on the training text to
+    ``vocab_size`` ids); ``path``: reuse an existing tokenizer.json (a bpe one from
+    ``seqlab tokenizer train``)."""
 
     kind: str = "byte"
     path: str | None = None
+    vocab_size: int | None = None
 
     def __post_init__(self):
         _lookup(TOKENIZERS, self.kind, "tokenizer.kind")
+        if self.vocab_size is not None and self.kind != "bpe":
+            raise ConfigError(f"tokenizer.vocab_size applies to kind bpe; kind {self.kind!r} "
+                              "takes its vocabulary from what it encodes")
 
 
 @dataclass

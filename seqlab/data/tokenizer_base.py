@@ -169,6 +169,9 @@ class Tokenizer(ABC):
         """
         if not isinstance(d, dict):
             raise TokenizerError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        if "kind" not in d and isinstance(d.get("model"), dict) and d["model"].get("type") == "BPE":
+            # The tokenizers library's own file: a bpe tokenizer (seqlab.data.bpe).
+            return TOKENIZERS.get("bpe").from_hf(d, source=source)
         if "kind" not in d:
             raise TokenizerError(f"{source}: key 'kind' is missing (valid: {', '.join(TOKENIZERS)})")
         kind = d["kind"]

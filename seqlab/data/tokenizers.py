@@ -274,11 +274,14 @@ class IdsTokenizer(Tokenizer):
         return cls(d["size"], specials=cls._check_specials(d["special_tokens"], source))
 
 
-def build_tokenizer(kind: str, texts: Iterable[str] = (), *, mask: bool = False) -> Tokenizer:
-    """Build a tokenizer by registry key; ``char`` and ``ids`` read ``texts`` for their
-    vocabulary; ``mask`` adds the ``<mask>`` special token.
+def build_tokenizer(kind: str, texts: Iterable[str] = (), *, mask: bool = False,
+                    vocab_size: int | None = None) -> Tokenizer:
+    """Build a tokenizer by registry key; ``char``, ``ids`` and ``bpe`` read ``texts`` for
+    their vocabulary; ``mask`` adds the ``<mask>`` special token; ``vocab_size``: the
+    size a ``bpe`` vocabulary is trained to.
 
     Raises:
         ConfigError: for an unknown kind, naming the closest valid one.
     """
-    return TOKENIZERS.get(kind).build(texts, mask=mask)
+    options = {"vocab_size": vocab_size} if vocab_size is not None else {}
+    return TOKENIZERS.get(kind).build(texts, mask=mask, **options)
