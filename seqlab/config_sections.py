@@ -134,19 +134,31 @@ def _lookup(registry, name: str, key: str):
 @dataclass
 class TokenizerConfig:
     """``kind``: ``byte`` (UTF-8 bytes), ``char`` (the corpus's characters), ``ids``
-    (pre-tokenised data) or ``bpe`` (byte-level BPE trained on the training text to
-    ``vocab_size`` ids); ``path``: reuse an existing tokenizer.json (a bpe one from
+    (pre-tokenised data), ``bpe`` (byte-level BPE trained on the training text to
+    ``vocab_size`` ids), ``protein``, ``dna``, ``rna`` (residues and nucleotides) or
+    ``kmer`` (DNA k-mers); ``path``: reuse an existing tokenizer.json (a bpe one from
     ``seqlab tokenizer train``)."""
 
     kind: str = "byte"
     path: str | None = None
-    vocab_size: int | None = None
+    vocab_size: int | None = None  # bpe
+    k: int | None = None  # kmer: bases per k-mer (default 3)
+    overlap: bool | None = None  # kmer: one k-mer per position instead of every k bases
+    soft_mask: bool | None = None  # dna, rna: lowercase keeps ids of its own
+
+    OPTIONS = {"vocab_size": ("bpe",), "k": ("kmer",), "overlap": ("kmer",),
+               "soft_mask": ("dna", "rna")}
 
     def __post_init__(self):
         _lookup(TOKENIZERS, self.kind, "tokenizer.kind")
-        if self.vocab_size is not None and self.kind != "bpe":
-            raise ConfigError(f"tokenizer.vocab_size applies to kind bpe; kind {self.kind!r} "
-                              "takes its vocabulary from what it encodes")
+        for key, kinds in self.OPTIONS.items():
+            if getattr(self, key) is not None and self.kind not in kinds:
+                raise ConfigError(f"tokenizer.{key} applies to kind {' or '.join(kinds)}, not "
+                                  f"{self.kind!r}")
+
+    def options(self) -> dict:
+        """The kind's own options that the config sets (what ``build`` takes)."""
+        return {key: getattr(self, key) for key in self.OPTIONS if getattr(self, key) is not None}
 
 
 @dataclass

@@ -275,13 +275,12 @@ class IdsTokenizer(Tokenizer):
 
 
 def build_tokenizer(kind: str, texts: Iterable[str] = (), *, mask: bool = False,
-                    vocab_size: int | None = None) -> Tokenizer:
+                    **options) -> Tokenizer:
     """Build a tokenizer by registry key; ``char``, ``ids`` and ``bpe`` read ``texts`` for
-    their vocabulary; ``mask`` adds the ``<mask>`` special token; ``vocab_size``: the
-    size a ``bpe`` vocabulary is trained to.
+    their vocabulary; ``mask`` adds the ``<mask>`` special token; ``options``: the kind's
+    own (``vocab_size`` for bpe, ``k`` and ``overlap`` for kmer, ``soft_mask`` for dna).
 
     Raises:
         ConfigError: for an unknown kind, naming the closest valid one.
     """
-    options = {"vocab_size": vocab_size} if vocab_size is not None else {}
     return TOKENIZERS.get(kind).build(texts, mask=mask, **options)

@@ -195,7 +195,7 @@ class Objective:
             return tokenizer
         learns = TOKENIZERS.get(cfg.kind).learns_vocabulary
         return build_tokenizer(cfg.kind, self.source.texts() if learns else (),
-                               mask=self.needs_mask_token, vocab_size=cfg.vocab_size)
+                               mask=self.needs_mask_token, **cfg.options())
 
     def sync_model(self) -> None:
         """Fill ``model.input``, ``vocab_size``/``input_dim`` from the data, or refuse a
