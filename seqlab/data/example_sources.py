@@ -13,6 +13,7 @@ length), pad with the collator, and evaluate every held-out example once.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -22,7 +23,7 @@ import numpy as np
 from seqlab.data.examples import ExampleSet, build_examples, raw_label, record_texts, record_tokens
 from seqlab.data.features import SUFFIXES, as_sequence, labels_from_file, read_sequences
 from seqlab.data.labels import LabelSpace, parse_number, split_tags
-from seqlab.data.records import FORMATS, Record, read_records
+from seqlab.data.records import FORMATS, Record, field_of, read_records
 from seqlab.data.sampling import ExampleSampler, eval_plan, seeded_rng
 from seqlab.data.sources import Batches, DataSource, FileOptions, PathSpec, register_source
 from seqlab.data.text import resolve_paths
@@ -58,12 +59,26 @@ class ExampleOptions(FileOptions):
 
 @dataclass
 class ExamplesOptions(ExampleOptions):
-    """``format``: ``auto`` (by extension), ``jsonl``, ``csv`` or ``tsv``. ``text_field``:
-    the text; or ``tokens_field``: pre-tokenised ids (with ``tokenizer.kind: ids``)."""
+    """``format``: ``auto`` (by extension), ``jsonl``, ``csv``, ``tsv``, ``fasta`` or
+    ``fastq``. ``text_field``: the text; or ``tokens_field``: pre-tokenised ids (with
+    ``tokenizer.kind: ids``).
+
+    Labels kept apart from the examples (sequence files have no label column):
+    ``header_label``, a regular expression whose first group finds the label in each
+    record's ``description`` (a FASTA header); ``labels``, a CSV/TSV/JSONL file giving
+    each record's ``label_field`` by ``id_field``; ``tags_path``, a FASTA file whose
+    records (the same ids) spell each example's per-position tags, one letter per
+    residue (secondary structure files are laid out so). A labels or tags file covers
+    the records of ``path``, ``val_path`` and ``eval_sets`` alike."""
 
     format: str = "auto"
     text_field: str = "text"
     tokens_field: str | None = None
+    header_label: str | None = None
+    labels: str | None = None
+    labels_format: str = "auto"
+    id_field: str = "id"
+    tags_path: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -236,6 +251,47 @@ def _labelled(records: list[Record], labelled: bool, kind: str | None, field) ->
     return [raw_label(r, kind, field) for r in records]
 
 
+def attach_labels(records: list[Record], o: ExamplesOptions) -> None:
+    """Fill each record's ``label_field`` from the label sources the options name
+    (``header_label``, ``labels``, ``tags_path``), naming any record left without one."""
+    field = o.label_field if isinstance(o.label_field, str) else None
+    sources = [name for name in ("header_label", "labels", "tags_path") if getattr(o, name)]
+    if not sources:
+        return
+    if len(sources) > 1 or field is None:
+        raise ConfigError(f"data.{' and data.'.join(sources)}: give one label source, for one "
+                          "data.label_field")
+    if o.header_label:
+        try:
+            pattern = re.compile(o.header_label)
+        except re.error as e:
+            raise ConfigError(f"data.header_label {o.header_label!r} is not a regular expression: "
+                              f"{e}") from None
+        if pattern.groups < 1:
+            raise ConfigError("data.header_label needs one (group) around the label")
+        for r in records:
+            match = pattern.search(str(field_of(r, "description", "header")))
+            if match is None:
+                raise DataError(f"{r.where}: data.header_label {o.header_label!r} finds no label "
+                                f"in {r.fields['description']!r}")
+            r.fields[field] = match.group(1)
+        return
+    if o.labels:
+        by_id = {str(field_of(x, o.id_field, "id")): field_of(x, field, "label")
+                 for x in read_records(Path(o.labels), o.labels_format)}
+    else:
+        by_id = {str(x.fields["id"]): x.fields["text"] for x in read_records(Path(o.tags_path), "auto")}
+    for r in records:
+        key = str(field_of(r, o.id_field, "id"))
+        if key not in by_id:
+            raise DataError(f"{r.where}: {o.labels or o.tags_path} has no entry for {key!r}")
+        value = by_id[key]
+        if o.tags_path and len(value) != len(str(r.fields.get(o.text_field, ""))):
+            raise DataError(f"{r.where}: its tags in {o.tags_path} are {len(value)} long, the "
+                            f"sequence {len(str(r.fields.get(o.text_field, '')))}")
+        r.fields[field] = value
+
+
 @register_source("examples", ExamplesOptions, labels=(None, "class", "tags", "number"),
                  inputs="tokens")
 class ExamplesSource(ExampleSource):
@@ -267,6 +323,8 @@ class ExamplesSource(ExampleSource):
     def _examples(self, spec, labelled, train=False):
         o = self.options
         records = self._training_records() if train else self._records(spec)
+        if labelled and self.ctx.label_kind is not None:
+            attach_labels(records, o)
         rows = [record_tokens(r, self.tokenizer, text_field=o.text_field,
                               tokens_field=o.tokens_field) for r in records]
         raw = _labelled(records, labelled, self.ctx.label_kind, o.label_field)

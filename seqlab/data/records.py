@@ -1,4 +1,7 @@
-"""Records of labelled examples from JSON Lines, CSV and TSV files.
+"""Records of labelled examples from JSON Lines, CSV and TSV files, and from FASTA and
+FASTQ sequence files (through Biopython; ``.gz`` accepted): a sequence record's fields
+are ``id``, ``description`` (the header line), ``text`` (the sequence) and, from FASTQ,
+``quality`` (Phred scores).
 
 A record is a mapping of field names to values plus where it came from
 (``file:line``), so every error about its contents can name the record.
@@ -7,6 +10,7 @@ A record is a mapping of field names to values plus where it came from
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from dataclasses import dataclass
@@ -16,9 +20,10 @@ from typing import Any
 from seqlab.errors import DataError
 from seqlab.registry import closest
 
-FORMATS = ("jsonl", "csv", "tsv")
+FORMATS = ("jsonl", "csv", "tsv", "fasta", "fastq")
 _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
-             ".tsv": "tsv", ".tab": "tsv"}
+             ".tsv": "tsv", ".tab": "tsv", ".fasta": "fasta", ".fa": "fasta", ".faa": "fasta",
+             ".fna": "fasta", ".ffn": "fasta", ".fastq": "fastq", ".fq": "fastq"}
 
 
 @dataclass
@@ -33,8 +38,10 @@ def record_format(path: Path, fmt: str = "auto") -> str:
         if fmt not in FORMATS:
             raise DataError(f"unknown record format {fmt!r}; valid: auto, {', '.join(FORMATS)}")
         return fmt
+    suffixes = [s.lower() for s in path.suffixes]
+    suffix = suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix.lower()
     try:
-        return _SUFFIXES[path.suffix.lower()]
+        return _SUFFIXES[suffix]
     except KeyError:
         raise DataError(f"cannot tell the format of {path} from its extension; name it with "
                         f"data.format ({', '.join(FORMATS)}) or use one of "
@@ -48,6 +55,11 @@ def read_records(path: Path, fmt: str = "auto") -> list[Record]:
         DataError: naming the file and line of a malformed record, or an empty file.
     """
     fmt = record_format(path, fmt)
+    if fmt in ("fasta", "fastq"):
+        records = _sequences(path, fmt)
+        if not records:
+            raise DataError(f"{path} holds no {fmt.upper()} records")
+        return records
     try:
         text = path.read_text(encoding="utf-8-sig")  # a leading BOM is not part of a field
     except UnicodeDecodeError as e:
@@ -55,6 +67,28 @@ def read_records(path: Path, fmt: str = "auto") -> list[Record]:
     records = _jsonl(path, text) if fmt == "jsonl" else _delimited(path, text, fmt)
     if not records:
         raise DataError(f"{path} holds no records")
+    return records
+
+
+def _sequences(path: Path, fmt: str) -> list[Record]:
+    """FASTA/FASTQ records, read one at a time by Biopython (gzip when named ``.gz``)."""
+    try:
+        from Bio import SeqIO
+    except ImportError:
+        raise DataError(f"{path}: reading {fmt.upper()} needs Biopython: pip install biopython") from None
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    records = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for n, rec in enumerate(SeqIO.parse(handle, fmt), 1):
+                fields = {"id": rec.id, "description": rec.description, "text": str(rec.seq)}
+                if fmt == "fastq":
+                    fields["quality"] = rec.letter_annotations["phred_quality"]
+                records.append(Record(fields, f"{path}: record {n} ({rec.id})"))
+    except (ValueError, UnicodeDecodeError, EOFError, OSError) as e:
+        where = f"record {len(records) + 1}" if records or fmt == "fastq" else "the start"
+        first = " ".join(str(e).split("\n\n")[0].split())
+        raise DataError(f"{path}: not valid {fmt.upper()} at {where}: {first}") from None
     return records
 
 
