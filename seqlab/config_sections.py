@@ -57,6 +57,10 @@ class ModelConfig:
     # norm); embed_norm normalises the embedding output.
     norm_position: str = "pre"
     embed_norm: bool = False
+    # Rotary positions beyond the trained context: "linear" (position interpolation) or
+    # "ntk" (NTK-aware base scaling) by rope_factor.
+    rope_scaling: str = "none"
+    rope_factor: float = 1.0
 
     def __post_init__(self):
         for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),
@@ -95,6 +99,13 @@ class ModelConfig:
         if self.norm_position == "post" and (not self.residual or self.norm == "none"):
             raise ConfigError("model.norm_position 'post' normalises residual sums: it needs "
                               "model.residual true and a model.norm")
+        if self.rope_scaling not in ("none", "linear", "ntk"):
+            raise ConfigError(f"model.rope_scaling must be none, linear or ntk, got {self.rope_scaling!r}")
+        if self.rope_factor < 1:
+            raise ConfigError(f"model.rope_factor must be >= 1, got {self.rope_factor}")
+        if (self.rope_scaling != "none" or self.rope_factor != 1) and self.position != "rope":
+            raise ConfigError(f"model.rope_scaling and model.rope_factor act on rotary positions; "
+                              f"model.position is {self.position!r}")
         if self.rope_base <= 1:
             raise ConfigError(f"model.rope_base must be above 1, got {self.rope_base}")
         _lookup(NORMS, self.norm, "model.norm")

@@ -81,12 +81,18 @@ def _need(hf: dict, key: str, where: Path):
     return hf[key]
 
 
-def _rope_base(hf: dict) -> float:
-    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if params.get("rope_type", "default") not in ("default", None):
-        raise ConfigError(f"rope scaling {params.get('rope_type')!r} is not supported; only plain "
-                          "rotary positions are")
-    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+def _rope(hf: dict) -> dict:
+    """The model keys of a checkpoint's rotary positions: base, and linear scaling."""
+    params = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or params
+    kind = scaling.get("rope_type", scaling.get("type", "default")) or "default"
+    if kind not in ("default", "linear"):
+        raise ConfigError(f"rope scaling {kind!r} is not supported; plain and linear "
+                          "(position interpolation) rotary positions are")
+    out = {"rope_base": float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))}
+    if kind == "linear":
+        out.update(rope_scaling="linear", rope_factor=float(scaling["factor"]))
+    return out
 
 
 def _mapped(arch, t: dict[str, Tensor], cfg, *, to_hf: bool) -> dict[str, Tensor]:
@@ -106,6 +112,12 @@ def _mapped(arch, t: dict[str, Tensor], cfg, *, to_hf: bool) -> dict[str, Tensor
     if not cfg.tie_embeddings:
         out[head] = t["lm_head.weight"]
     return out
+
+
+def _rope_parameters(cfg) -> dict:
+    if cfg.rope_scaling == "linear":
+        return {"rope_type": "linear", "factor": cfg.rope_factor, "rope_theta": cfg.rope_base}
+    return {"rope_type": "default", "rope_theta": cfg.rope_base}
 
 
 def _t(w: Tensor) -> Tensor:
@@ -206,7 +218,7 @@ class Llama:
                 "n_heads": heads, "n_kv_heads": hf.get("num_key_value_heads") or heads,
                 "ffn": "swiglu", "d_ff": _need(hf, "intermediate_size", where), "norm": "rmsnorm",
                 "norm_eps": hf.get("rms_norm_eps", 1e-6), "position": "rope",
-                "rope_base": _rope_base(hf),
+                **_rope(hf),
                 "context_length": hf.get("max_position_embeddings", 2048),
                 "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
                 "mixer_options": {"attention": {"bias": False}},
@@ -245,8 +257,7 @@ class Llama:
                 "head_dim": cfg.d_model // cfg.n_heads, "hidden_act": "silu",
                 "max_position_embeddings": cfg.context_length,
                 "rms_norm_eps": cfg.norm_eps if cfg.norm_eps is not None else torch.finfo(torch.float32).eps,
-                "rope_theta": cfg.rope_base,
-                "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
+                "rope_theta": cfg.rope_base, "rope_parameters": _rope_parameters(cfg),
                 "attention_bias": False, "mlp_bias": False,
                 "tie_word_embeddings": cfg.tie_embeddings,
                 "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
@@ -497,6 +508,8 @@ def hf_shape(config) -> tuple[str | None, list[str]]:
     options = m.mixer_options.get("attention", {})
     if options.get("kernel") not in (None, "sdpa", "naive"):
         problems.append(f"attention kernel {options.get('kernel')!r}")
+    if m.rope_scaling == "ntk":
+        problems.append("NTK-aware rope scaling has no Hugging Face equivalent (linear has)")
     shapes = {"gpt2": dict(ffn="mlp", norm="layernorm", position="learned", tie_embeddings=True),
               "llama": dict(ffn="swiglu", norm="rmsnorm", position="rope")}
     for kind, wanted in shapes.items():

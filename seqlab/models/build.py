@@ -32,6 +32,7 @@ def build_backbone(cfg) -> Backbone:
     d = cfg.d_model
     position = POSITIONS.get(cfg.position)(d_model=d, d_head=d // cfg.n_heads,
                                            n_heads=cfg.n_heads, base=cfg.rope_base,
+                                           scaling=cfg.rope_scaling, factor=cfg.rope_factor,
                                            context_length=cfg.context_length)
     relative = position if isinstance(position, RelativePosition) else None
     absolute = position if isinstance(position, AbsolutePosition) else None

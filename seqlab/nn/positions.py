@@ -112,13 +112,30 @@ class RotaryPosition(RelativePosition):
     angle proportional to position makes their dot product depend only on the offset.
 
     Uses the "rotate half" pairing (dimension i with i + Dh/2).
+
+    Longer contexts than the model trained on (``scaling`` by ``factor``): ``linear`` is
+    position interpolation (Chen et al., 2023, arXiv:2306.15595), every frequency divided
+    by the factor, so ``factor`` times the trained length spans the trained angles;
+    ``ntk`` is NTK-aware scaling (bloc97, 2023), the base raised by
+    ``factor ** (Dh / (Dh - 2))``, which leaves the highest frequency as it was and slows
+    the lowest by the factor.
     """
 
-    def __init__(self, d_head: int, *, base: float = 10000.0, **_):
+    SCALINGS = ("none", "linear", "ntk")
+
+    def __init__(self, d_head: int, *, base: float = 10000.0, scaling: str = "none",
+                 factor: float = 1.0, **_):
         super().__init__()
         if d_head % 2:
             raise ValueError(f"rotary positions need an even head size, got d_head={d_head}")
+        if scaling not in self.SCALINGS or factor < 1:
+            raise ValueError(f"rope scaling must be one of {', '.join(self.SCALINGS)} with factor "
+                             f">= 1, got {scaling!r} and {factor}")
+        if scaling == "ntk":
+            base = base * factor ** (d_head / (d_head - 2))
         inv_freq = 1.0 / base ** (torch.arange(0, d_head, 2).float() / d_head)
+        if scaling == "linear":
+            inv_freq = inv_freq / factor
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self._table: tuple[Tensor, Tensor] | None = None  # cos, sin: (L, Dh), grown on demand
 

@@ -175,3 +175,22 @@ def test_a_bert_without_its_vocabulary_or_head_is_refused(tmp_path):
     transformers.BertModel(config).save_pretrained(tmp_path / "plain")
     with pytest.raises(CheckpointError, match="no masked-LM head"):
         import_hf(tmp_path / "plain", tmp_path / "run2")
+
+
+def test_linear_rope_scaling_imports_and_exports_with_equal_logits(tmp_path):
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=64, eos_token_id=2,
+        rope_scaling={"rope_type": "linear", "factor": 4.0})).eval()
+    model.save_pretrained(tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "run")
+    pipeline = seqlab.load(tmp_path / "run")
+    assert (pipeline.config.model.rope_scaling, pipeline.config.model.rope_factor) == ("linear", 4.0)
+    ids = torch.randint(0, VOCAB, (2, 40))
+    with torch.no_grad():
+        assert (model(ids).logits - pipeline.model(ids).logits).abs().max().item() < 1e-5
+    export_hf(tmp_path / "run", tmp_path / "back")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    with torch.no_grad():
+        assert (again(ids).logits - pipeline.model(ids).logits).abs().max().item() < 1e-5

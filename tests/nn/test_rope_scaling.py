@@ -1,0 +1,34 @@
+"""Rotary positions beyond the trained context: position interpolation (linear) and
+NTK-aware base scaling, against their definitions."""
+
+import pytest
+import torch
+
+from seqlab.config import RunConfig
+from seqlab.errors import ConfigError
+from seqlab.nn.positions import RotaryPosition
+
+
+def test_linear_scaling_is_position_interpolation():
+    plain, scaled = RotaryPosition(16), RotaryPosition(16, scaling="linear", factor=4.0)
+    q, k = torch.randn(2, 2, 8, 16), torch.randn(2, 2, 8, 16)
+    pos = torch.arange(0, 32, 4)[None].expand(2, 8)  # positions 0, 4, ..., 28
+    assert torch.allclose(torch.stack(scaled.rotate(q, k, pos)),
+                          torch.stack(plain.rotate(q, k, pos // 4)), atol=1e-6)
+
+
+def test_ntk_keeps_the_fastest_frequency_and_slows_the_slowest_by_the_factor():
+    plain, scaled = RotaryPosition(16), RotaryPosition(16, scaling="ntk", factor=8.0)
+    assert scaled.inv_freq[0] == plain.inv_freq[0]
+    assert scaled.inv_freq[-1].item() == pytest.approx(plain.inv_freq[-1].item() / 8.0, rel=1e-5)
+    assert bool((scaled.inv_freq <= plain.inv_freq).all())
+
+
+def test_scaling_needs_rotary_positions():
+    with pytest.raises(ConfigError, match="act on rotary positions; model.position is 'learned'"):
+        RunConfig.from_dict({"model": {"position": "learned", "rope_scaling": "linear",
+                                       "rope_factor": 2.0}})
+    with pytest.raises(ConfigError, match="model.rope_scaling must be none, linear or ntk"):
+        RunConfig.from_dict({"model": {"rope_scaling": "yarn"}})
+    with pytest.raises(ConfigError, match="model.rope_factor must be >= 1"):
+        RunConfig.from_dict({"model": {"rope_scaling": "linear", "rope_factor": 0.5}})
