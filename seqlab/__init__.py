@@ -9,10 +9,10 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "InitConfig", "ModelConfig",
     "RunConfig", "SeqlabError", "ShapeError", "StateError", "TokenizerConfig", "TokenizerError",
-    "TrainConfig", "Trainer", "TrainingError", "evaluate", "fit", "load", "predict",
+    "TrainConfig", "Trainer", "TrainingError", "evaluate", "finetune", "fit", "load", "predict",
 ]
 
-_API = ("load", "fit", "evaluate", "predict")
+_API = ("load", "fit", "finetune", "evaluate", "predict")
 _CONFIG = ("DataConfig", "InitConfig", "ModelConfig", "RunConfig", "TokenizerConfig", "TrainConfig")
 
 

@@ -47,6 +47,39 @@ def fit(config: RunConfig | str | Path, run_dir: str | Path, *, overrides: list[
     return Trainer(config, run_dir, resume=resume, hooks=hooks).fit()
 
 
+FINETUNE_MODES = ("full", "frozen")
+
+
+def finetune_config(config: RunConfig, from_run: str | Path, *, mode: str = "full") -> RunConfig:
+    """``config`` set to start from the trained run ``from_run``: its backbone (and its
+    tokenizer), a new head where the objectives differ. ``mode``: ``full`` trains every
+    weight; ``frozen`` only the head (a linear probe on the pre-trained features).
+
+    Raises:
+        ConfigError: an unknown mode. CheckpointError: ``from_run`` is not a run.
+    """
+    if mode not in FINETUNE_MODES:
+        raise ConfigError(f"fine-tuning mode {mode!r} is not one of {', '.join(FINETUNE_MODES)} "
+                          "(LoRA is not built yet)")
+    check_run_dir(from_run)
+    overrides = [f"init.run={from_run}"]
+    if mode == "frozen":
+        patterns = [p for p in config.train.freeze if p != "backbone.*"] + ["backbone.*"]
+        overrides.append(f"train.freeze={patterns}")
+    return config.replace(overrides)
+
+
+def finetune(config: RunConfig | str | Path, run_dir: str | Path, *, from_run: str | Path,
+             mode: str = "full", overrides: list[str] | None = None,
+             hooks: list[TrainerHook] | None = None) -> TrainResult:
+    """Fine-tune from ``from_run`` (see ``finetune_config``) into ``run_dir``."""
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_yaml(config, overrides)
+    elif overrides:
+        config = config.replace(overrides)
+    return Trainer(finetune_config(config, from_run, mode=mode), run_dir, hooks=hooks).fit()
+
+
 def evaluate(run_dir: str | Path, data=None, *, device: str = "cpu",
              max_batches: int | None = None) -> dict[str, float]:
     """The objective's metrics of a trained run on ``data`` (default: its validation split)."""

@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="directory to write (default: RUN_DIR/export-FORMAT)")
     _add_common(p)
 
+    p = sub.add_parser("finetune", help="train a config starting from a trained run's backbone")
+    p.add_argument("config", help="YAML config of the new objective")
+    p.add_argument("--from", dest="from_run", required=True, help="the pre-trained run directory")
+    p.add_argument("--mode", default="full", choices=["full", "frozen"],
+                   help="full: train every weight; frozen: the new head only (a linear probe)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_common(p)
+
     p = sub.add_parser("tokenizer", help="tokenizers: seqlab tokenizer train PATHS --vocab-size N --out FILE")
     tok = p.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
     p = tok.add_parser("train", help="train a byte-level BPE tokenizer on text files, streamed",
@@ -184,6 +194,17 @@ def cmd_train(args) -> int:
     from seqlab.config import RunConfig
 
     config = RunConfig.from_yaml(args.config, args.overrides)
+    if args.out is None:
+        args.out = str(Path("runs") / Path(args.config).stem)
+    return _train(args, config)
+
+
+def cmd_finetune(args) -> int:
+    from seqlab.api import finetune_config
+    from seqlab.config import RunConfig
+
+    config = finetune_config(RunConfig.from_yaml(args.config, args.overrides), args.from_run,
+                             mode=args.mode)
     if args.out is None:
         args.out = str(Path("runs") / Path(args.config).stem)
     return _train(args, config)
@@ -384,7 +405,7 @@ def cmd_bench(args) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval,
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
             "hf": cmd_hf, "export": cmd_export, "tokenizer": cmd_tokenizer,

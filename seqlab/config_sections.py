@@ -245,6 +245,9 @@ class TrainConfig:
     fsdp: bool = False
     freeze: list[str] = field(default_factory=list)
     param_groups: list[ParamGroup] = field(default_factory=list)
+    # Layer-wise rate decay: each layer trains at layer_decay ** (its distance from the
+    # head) of its rate; 1 turns it off.
+    layer_decay: float = 1.0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches",
@@ -255,6 +258,8 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"train.layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.compile_backend not in ("inductor", "aot_eager", "eager"):
             raise ConfigError(f"train.compile_backend must be inductor, aot_eager or eager, got "
                               f"{self.compile_backend!r}")

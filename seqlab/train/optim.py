@@ -40,6 +40,18 @@ def check_patterns(patterns: list[str], names: list[str], key: str) -> None:
                               f"like: {shown}")
 
 
+def layer_depth(name: str, model: nn.Module) -> int:
+    """How deep a parameter sits: 0 for the input side (embedding, positions), i + 1 for
+    block i, and n_blocks + 1 for the final norm and the head."""
+    blocks = len(getattr(getattr(model, "backbone", None), "blocks", []))
+    parts = name.split(".")
+    if parts[:2] == ["backbone", "blocks"] and len(parts) > 2 and parts[2].isdigit():
+        return int(parts[2]) + 1
+    if parts[0] == "backbone" and len(parts) > 1 and parts[1] in ("embed", "position", "embed_norm"):
+        return 0
+    return blocks + 1
+
+
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
     """AdamW (fused when offered) over the trainable parameters of ``model``.
 
@@ -48,24 +60,31 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
             ``param_groups``).
 
     Each optimizer group carries ``base_lr``: the rate the schedule scales.
+    ``cfg.layer_decay`` below 1 gives each layer ``layer_decay ** (distance from the
+    head)`` of its rate (layer-wise rate decay for fine-tuning: the layers nearest the
+    input, which hold the most general features, move least).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     exempt = no_decay_parameters(model)
     specs = list(getattr(cfg, "param_groups", []) or [])
     check_patterns([p for s in specs for p in s.params], [n for n, _ in named],
                    "train.param_groups")
-    buckets: list[list[nn.Parameter]] = [[] for _ in range(len(specs) + 1)]
+    decay_rate = getattr(cfg, "layer_decay", 1.0)
+    top = layer_depth("head", model)
+    buckets: dict[tuple[int, int], list[nn.Parameter]] = {}
     for name, param in named:
         index = next((i for i, s in enumerate(specs) if matches(name, s.params)), len(specs))
-        buckets[index].append(param)
+        depth = layer_depth(name, model) if decay_rate != 1.0 else top
+        buckets.setdefault((index, depth), []).append(param)
     groups = []
-    for index, params in enumerate(buckets):
+    for (index, depth), params in sorted(buckets.items()):
         spec = specs[index] if index < len(specs) else None
         lr = cfg.lr
         if spec is not None and spec.lr is not None:
             lr = spec.lr
         elif spec is not None and spec.lr_scale is not None:
             lr = cfg.lr * spec.lr_scale
+        lr *= decay_rate ** (top - depth)
         decay = cfg.weight_decay if spec is None or spec.weight_decay is None else spec.weight_decay
         decayed = [p for p in params if p.dim() >= 2 and id(p) not in exempt]
         plain = [p for p in params if p.dim() < 2 or id(p) in exempt]

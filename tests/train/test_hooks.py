@@ -181,3 +181,44 @@ def test_resume_takes_rates_from_the_config_and_refuses_other_groups(examples, t
     grouped = cfg.replace({"train.param_groups": [{"params": ["head.*"], "lr": 0.1}]})
     with pytest.raises(ConfigError, match="optimizer does not fit this config's parameter groups"):
         Trainer(grouped, tmp_path / "run", resume=True).fit()
+
+
+def test_layer_decay_scales_each_layers_rate_by_its_distance_from_the_head(examples, tmp_path):
+    groups = [{"params": ["head.*"], "lr": 0.05}]
+    trainer = Trainer(config("classify", examples, train={"layer_decay": 0.5, "param_groups": groups}),
+                      tmp_path / "run")
+    trainer._setup()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    lrs = {names[id(p)]: g["base_lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert lrs["backbone.embed.weight"] == pytest.approx(1e-2 * 0.5 ** 3)
+    assert lrs["backbone.blocks.0.mixer.rnn.weight_hh_l0"] == pytest.approx(1e-2 * 0.5 ** 2)
+    assert lrs["backbone.blocks.1.mixer.rnn.weight_hh_l0"] == pytest.approx(1e-2 * 0.5)
+    assert lrs["backbone.norm.weight"] == pytest.approx(1e-2)
+    assert lrs["head.proj.weight"] == pytest.approx(0.05)  # its own group's rate, at the top
+    with pytest.raises(ConfigError, match=r"train.layer_decay must be in \(0, 1\]"):
+        config("classify", examples, train={"layer_decay": 1.5})
+
+
+@pytest.mark.parametrize("mode", ["full", "frozen"])
+def test_finetune_from_a_run(examples, pretrained, tmp_path, mode):
+    result = seqlab.finetune(config("classify", examples, model={"causal": False}), tmp_path / "run",
+                             from_run=pretrained, mode=mode)
+    assert "accuracy" in result.metrics
+    before, _ = load_weights(pretrained / "model.safetensors")
+    after, _ = load_weights(tmp_path / "run" / "model.safetensors")
+    moved = [k for k in after if k.startswith("backbone.") and not torch.equal(after[k], before[k])]
+    assert bool(moved) == (mode == "full")
+    assert json.loads((tmp_path / "run" / "init.json").read_text())["run"] == str(pretrained)
+
+
+def test_the_finetune_command(examples, pretrained, tmp_path, capsys):
+    from seqlab import cli
+
+    path = tmp_path / "classify.yaml"
+    path.write_text(config("classify", examples, model={"causal": False}).to_yaml())
+    assert cli.main(["finetune", str(path), "--from", str(pretrained), "--mode", "frozen",
+                     "--out", str(tmp_path / "run"), "-q"]) == 0
+    assert RunConfig.from_yaml(tmp_path / "run" / "config.yaml").train.freeze == ["backbone.*"]
+    with pytest.raises(ConfigError, match="mode 'lora' is not one of full, frozen"):
+        seqlab.finetune(config("classify", examples), tmp_path / "x", from_run=pretrained, mode="lora")
+    assert cli.main(["finetune", str(path), "--from", str(tmp_path / "nowhere"), "-q"]) == 2
