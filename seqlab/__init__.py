@@ -9,10 +9,11 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "ConfigError", "DataConfig", "DataError", "InitConfig", "ModelConfig",
     "RunConfig", "SeqlabError", "ShapeError", "StateError", "TokenizerConfig", "TokenizerError",
-    "TrainConfig", "Trainer", "TrainingError", "evaluate", "finetune", "fit", "load", "predict",
+    "TrainConfig", "Trainer", "TrainingError", "evaluate", "finetune", "fit", "load", "merge",
+    "predict",
 ]
 
-_API = ("load", "fit", "finetune", "evaluate", "predict")
+_API = ("load", "fit", "finetune", "merge", "evaluate", "predict")
 _CONFIG = ("DataConfig", "InitConfig", "ModelConfig", "RunConfig", "TokenizerConfig", "TrainConfig")
 
 

@@ -112,11 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="train a config starting from a trained run's backbone")
     p.add_argument("config", help="YAML config of the new objective")
     p.add_argument("--from", dest="from_run", required=True, help="the pre-trained run directory")
-    p.add_argument("--mode", default="full", choices=["full", "frozen"],
-                   help="full: train every weight; frozen: the new head only (a linear probe)")
+    p.add_argument("--mode", default="full", choices=["full", "frozen", "lora"],
+                   help="full: train every weight; frozen: the new head only (a linear probe); "
+                        "lora: low-rank adapters and the head (lora.rank, default 8)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_common(p)
+
+    p = sub.add_parser("merge", help="fold a LoRA run's adapters into full weights (a standalone run)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="the merged run directory to write")
     _add_common(p)
 
     p = sub.add_parser("tokenizer", help="tokenizers: seqlab tokenizer train PATHS --vocab-size N --out FILE")
@@ -208,6 +214,13 @@ def cmd_finetune(args) -> int:
     if args.out is None:
         args.out = str(Path("runs") / Path(args.config).stem)
     return _train(args, config)
+
+
+def cmd_merge(args) -> int:
+    from seqlab.api import merge
+
+    print(f"merged {args.run_dir} into {merge(args.run_dir, args.out)}")
+    return 0
 
 
 def cmd_quickstart(args) -> int:
@@ -405,7 +418,7 @@ def cmd_bench(args) -> int:
     return run(args)
 
 
-COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "generate": cmd_generate, "eval": cmd_eval,
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "merge": cmd_merge, "generate": cmd_generate, "eval": cmd_eval,
             "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
             "hf": cmd_hf, "export": cmd_export, "tokenizer": cmd_tokenizer,

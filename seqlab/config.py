@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from seqlab.config_sections import (InitConfig, ModelConfig, ParamGroup, TokenizerConfig,
-                                   TrainConfig)
+from seqlab.config_sections import (InitConfig, LoraConfig, ModelConfig, ParamGroup,
+                                   TokenizerConfig, TrainConfig)
 from seqlab.data import DATA_SOURCES
 from seqlab.data.text_source import TextOptions
 from seqlab.errors import ConfigError
@@ -35,11 +35,11 @@ from seqlab.typed import _check, convert
 
 DataConfig = TextOptions  # the options of the default (text) source
 
-__all__ = ["DataConfig", "InitConfig", "ModelConfig", "ParamGroup", "RunConfig", "TokenizerConfig",
-           "TrainConfig", "apply_overrides", "convert", "deep_merge", "read_yaml"]
+__all__ = ["DataConfig", "InitConfig", "LoraConfig", "ModelConfig", "ParamGroup", "RunConfig",
+           "TokenizerConfig", "TrainConfig", "apply_overrides", "convert", "deep_merge", "read_yaml"]
 
 
-SECTIONS = ("task", "task_options", "seed", "model", "tokenizer", "data", "train", "init")
+SECTIONS = ("task", "task_options", "seed", "model", "tokenizer", "data", "train", "init", "lora")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class RunConfig:
     data: Any = None
     train: TrainConfig = field(default_factory=TrainConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self):
         entry = OBJECTIVES.get(self.task)
@@ -110,6 +111,7 @@ class RunConfig:
             data=parse_data(task, entry, data.get("data"), source),
             train=convert(TrainConfig, data.get("train"), "train", source),
             init=convert(InitConfig, data.get("init"), "init", source),
+            lora=convert(LoraConfig, data.get("lora"), "lora", source),
         )
         _check_combination(config, entry, source)
         return config

@@ -13,6 +13,7 @@ from typing import Union
 from seqlab.data.tokenizers import TOKENIZERS
 from seqlab.errors import ConfigError
 from seqlab.models.inputs import INPUTS
+from seqlab.models.lora import DEFAULT_TARGETS as LORA_TARGETS
 from seqlab.nn import FFNS, MIXERS, NORMS, POSITIONS
 from seqlab.registry import closest
 from seqlab.typed import convert
@@ -267,6 +268,27 @@ class TrainConfig:
             raise ConfigError(f"train.dist_timeout must be positive seconds, got {self.dist_timeout}")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA fine-tuning (``rank`` 0: off). Adapters of ``rank`` with ``alpha`` (scale
+    alpha / rank) and ``dropout`` go on the Linear modules matching ``targets``; besides
+    them only the parameters matching ``train`` (the new head) train. Needs ``init.run``:
+    the run saves only what trained, and names that base run."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    train: list[str] = field(default_factory=lambda: ["head.*"])
+
+    def __post_init__(self):
+        if self.rank < 0 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora: rank must be >= 0, alpha > 0 and dropout in [0, 1), got "
+                              f"{self.rank}, {self.alpha}, {self.dropout}")
+        if self.rank and not self.targets:
+            raise ConfigError("lora.targets is empty: name the Linear modules to adapt")
 
 
 @dataclass

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from seqlab.errors import ConfigError, SeqlabError
 from seqlab.io import atomic_write
 from seqlab.models.backbone import BackboneState
+from seqlab.models.lora import merge_lora
 from seqlab.nn.mixer import BatchState
 from seqlab.rundir import TOKENIZER_FILE, check_run_dir
 
@@ -147,6 +148,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     run_dir, out_dir = check_run_dir(run_dir), Path(out_dir)
     pipeline = seqlab.load(run_dir)
     model = pipeline.model.eval()
+    merge_lora(model)  # a LoRA run exports merged: plain weights, the same outputs
     cfg = pipeline.config.model
     kind = "ids" if cfg.input == "tokens" else "features"
     B, T = 2, 3
@@ -280,7 +282,8 @@ class ExportedModel:
             out = [torch.from_numpy(o) for o in self._graphs[graph].run(None, feeds)]
         else:
             module = self._graphs[graph]
-            out = list(module(ids) if state is None else module(ids, list(state)))
+            out = module(ids) if state is None else module(ids, list(state))
+            out = [out] if isinstance(out, Tensor) else list(out)  # forward returns one tensor
         return out[0], out[1:]
 
     def forward(self, inputs: Tensor) -> Tensor:

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from seqlab.data.shards import (DTYPES, FORMAT, INDEX_FILE, SHARD_TOKENIZER_FILE, VERSION,
-                                dtype_for, file_sha256)
+from seqlab.data.shards import DTYPES, FORMAT, INDEX_FILE, SHARD_TOKENIZER_FILE, VERSION, dtype_for
 from seqlab.data.text import byte_budget, encode_file
 from seqlab.data.tokenizer_base import load_tokenizer
 from seqlab.errors import ConfigError, DataError
-from seqlab.io import atomic_write, remove_path
+from seqlab.io import atomic_write, file_sha256, remove_path
 from seqlab.tasks import OBJECTIVES
 
 logger = logging.getLogger("seqlab")

@@ -21,7 +21,6 @@ the positions asked for; the operating system pages the maps in and out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from seqlab.data.text import RandomBlocks, split_point
 from seqlab.data.text_source import TextOptions, TextSource
 from seqlab.data.tokenizer_base import Tokenizer
 from seqlab.errors import ConfigError, DataError
+from seqlab.io import file_sha256
 
 logger = logging.getLogger("seqlab")
 
@@ -50,14 +50,6 @@ DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 def dtype_for(vocab_size: int) -> str:
     """The narrowest shard dtype that holds every id of a vocabulary."""
     return "uint16" if vocab_size <= 2**16 else "uint32"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_index(directory: str | os.PathLike) -> dict:

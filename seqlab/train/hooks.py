@@ -129,10 +129,10 @@ class InitFromRun(TrainerHook):
             else:
                 loaded.append(name)
         new = [n for n in names if n not in loaded]
-        if not resume:
-            with torch.no_grad():
-                for name in loaded:
-                    own[name].copy_(tensors[name].to(own[name].dtype))
+        # Also on resume: a checkpoint may hold only what trained (LoRA), not the base.
+        with torch.no_grad():
+            for name in loaded:
+                own[name].copy_(tensors[name].to(own[name].dtype))
         params = dict(model.named_parameters())
         self.reference = {n: tensors[n].to(params[n].device, params[n].dtype)
                           for n in loaded if n in params and params[n].requires_grad}

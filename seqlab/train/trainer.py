@@ -30,6 +30,7 @@ from seqlab.rundir import (CONFIG_FILE, FRESH_RUN_FILES, METRICS_FILE, PLOTS_DIR
                            WEIGHTS_FILE)
 from seqlab.tasks import OBJECTIVES
 from seqlab.models.heads import LossSum
+from seqlab.models.lora import apply_lora, base_weights_digest
 from seqlab.train.checkpoint import CheckpointManager
 from seqlab.train.distributed import (Ranks, full_model_tensors, full_optimizer_state,
                                       fully_shard_model, load_full_model_tensors,
@@ -130,11 +131,23 @@ class Trainer:
             for leftover in [*remove_stale(self.run_dir), *remove_stale(self.run_dir / PLOTS_DIR)]:
                 logger.info("removed %s left by an interrupted write", leftover)
         self.model = self.objective.build_model().to(self.device)
+        self.lora = bool(self.config.lora.rank)
+        if self.lora and self.config.init.run is None:
+            raise ConfigError("lora adapts a trained run: set init.run (or use seqlab finetune "
+                              "--from RUN --mode lora)")
+        if self.lora:  # before init loads the base run: the adapted modules keep its names
+            lora = self.config.lora
+            adapted = apply_lora(self.model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
+                                 targets=lora.targets, train=lora.train)
+            logger.info("lora: rank-%d adapters on %d modules (%s)", lora.rank, len(adapted),
+                        ", ".join(adapted[:4]) + (" ..." if len(adapted) > 4 else ""))
         if self.ranks.enabled:  # the same initial weights, then each rank its own dropout
             torch.manual_seed(seed_for_rank(self.config.seed, self.ranks.rank))
         self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
         for hook in self.hooks:
             hook.setup(self, resume=self.resume)
+        # A LoRA run keeps (in weights and checkpoints) only what trains; the rest is its base run's.
+        self._kept = {n for n, p in self.model.named_parameters() if p.requires_grad} if self.lora else None
         self.fsdp = cfg.fsdp and self.ranks.enabled
         if cfg.fsdp and not self.fsdp:
             logger.info("train.fsdp: one process, nothing to shard")
@@ -170,9 +183,11 @@ class Trainer:
         stored, current = RunConfig.from_yaml(path).to_dict(), self.config.to_dict()
         diffs = [f"task: run has {stored['task']!r}, config has {current['task']!r}"] \
             if stored["task"] != current["task"] else []
-        for section in ("model", "task_options", "tokenizer"):
+        for section in ("model", "task_options", "tokenizer", "lora"):
             old, new = stored[section], current[section]
             for key in sorted(set(old) | set(new)):
+                if section == "tokenizer" and key == "path" and new.get(key) is None:
+                    continue  # filled in when the run started (from init.run); resume reads the run's own
                 if old.get(key) != new.get(key):
                     diffs.append(f"{section}.{key}: run has {old.get(key)!r}, config has "
                                  f"{new.get(key)!r}")
@@ -191,6 +206,10 @@ class Trainer:
         if self.fsdp:
             check_model_tensors(self._whole, ckpt.model, source=str(ckpt.path))
             load_full_model_tensors(self.model, ckpt.model)
+        elif self.lora:  # the base run is loaded already (init.run); this is what trained
+            check_model_tensors({n: t for n, t in model_tensors(self.model).items() if n in self._kept},
+                                ckpt.model, source=str(ckpt.path))
+            self.model.load_state_dict(ckpt.model, strict=False)
         else:
             load_model_tensors(self.model, ckpt.model, source=str(ckpt.path))
         state = ckpt.state
@@ -436,15 +455,19 @@ class Trainer:
 
     def _model_tensors(self) -> dict:
         """The whole weights; sharded, a collective after which rank 0 holds them."""
-        if self.fsdp:
-            return full_model_tensors(self.model, list(self._whole))
-        return model_tensors(self.model)
+        tensors = (full_model_tensors(self.model, list(self._whole)) if self.fsdp
+                   else model_tensors(self.model))
+        if self.lora:
+            tensors = {n: t for n, t in tensors.items() if n in self._kept}
+        return tensors
 
     def _save_weights(self) -> None:
         tensors = self._model_tensors()
         if self.is_main:
-            save_weights(self.run_dir / WEIGHTS_FILE, tensors,
-                         {"step": str(self.step), "format": "seqlab"})
+            meta = {"step": str(self.step), "format": "seqlab"}
+            if self.lora:
+                meta.update(lora_base_sha256=base_weights_digest(self.config.init.run))
+            save_weights(self.run_dir / WEIGHTS_FILE, tensors, meta)
 
     def _save_checkpoint(self) -> None:
         """Rank 0 writes the checkpoint, with every rank's RNG state; the others wait."""

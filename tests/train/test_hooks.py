@@ -219,6 +219,7 @@ def test_the_finetune_command(examples, pretrained, tmp_path, capsys):
     assert cli.main(["finetune", str(path), "--from", str(pretrained), "--mode", "frozen",
                      "--out", str(tmp_path / "run"), "-q"]) == 0
     assert RunConfig.from_yaml(tmp_path / "run" / "config.yaml").train.freeze == ["backbone.*"]
-    with pytest.raises(ConfigError, match="mode 'lora' is not one of full, frozen"):
-        seqlab.finetune(config("classify", examples), tmp_path / "x", from_run=pretrained, mode="lora")
+    with pytest.raises(ConfigError, match="mode 'adapter' is not one of full, frozen, lora"):
+        seqlab.finetune(config("classify", examples), tmp_path / "x", from_run=pretrained,
+                        mode="adapter")
     assert cli.main(["finetune", str(path), "--from", str(tmp_path / "nowhere"), "-q"]) == 2
