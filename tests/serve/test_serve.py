@@ -4,6 +4,7 @@ result, every kind of bad request gets its own clean status, and the playground 
 works in a real headless Chromium."""
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -292,35 +293,41 @@ def listening_addresses(port: int) -> list[str]:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (setup.sh installs it "
-                                             "with apt-get where it can)")
-def test_the_playground_streams_a_generation_in_a_real_browser(lm_server, lm_run):
+@contextlib.contextmanager
+def browser_page():
+    """A page of Debian's Chromium, headless, driven by Playwright."""
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    expected = lm_server.post("/v1/generate", {"prompt": "the lazy", "max_new_tokens": 40,
-                                               "temperature": 0, "top_k": 40}).json()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
-            page = browser.new_page()
-            page.goto(lm_server.url + "/")
-            page.wait_for_selector("#generate-panel:not([hidden])")
-            assert "causal_lm" in page.inner_text("#about")
-            page.fill("#prompt", "the lazy")
-            page.fill("#max-new-tokens", "40")
-            page.fill("#temperature", "0")
-            page.click("#generate")
-            page.wait_for_function("document.getElementById('status').textContent.includes('tokens,')",
-                                   timeout=30000)
-            assert page.inner_text("#status").startswith(f"{expected['tokens']} tokens")
-            assert page.eval_on_selector("#output", "e => e.textContent") == expected["text"]
-            page.fill("#max-new-tokens", "100000")
-            page.click("#generate")
-            page.wait_for_selector("#status.error")
-            assert "over this server's cap of 64" in page.inner_text("#status")
+            yield browser.new_page()
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (setup.sh installs it "
+                                             "with apt-get where it can)")
+def test_the_playground_streams_a_generation_in_a_real_browser(lm_server, lm_run):
+    expected = lm_server.post("/v1/generate", {"prompt": "the lazy", "max_new_tokens": 40,
+                                               "temperature": 0, "top_k": 40}).json()
+    with browser_page() as page:
+        page.goto(lm_server.url + "/")
+        page.wait_for_selector("#generate-panel:not([hidden])")
+        assert "causal_lm" in page.inner_text("#about")
+        page.fill("#prompt", "the lazy")
+        page.fill("#max-new-tokens", "40")
+        page.fill("#temperature", "0")
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('status').textContent.includes('tokens,')",
+                               timeout=30000)
+        assert page.inner_text("#status").startswith(f"{expected['tokens']} tokens")
+        assert page.eval_on_selector("#output", "e => e.textContent") == expected["text"]
+        page.fill("#max-new-tokens", "100000")
+        page.click("#generate")
+        page.wait_for_selector("#status.error")
+        assert "over this server's cap of 64" in page.inner_text("#status")
 
 
 def test_predict_takes_feature_arrays_for_feature_runs(tmp_path):
@@ -352,22 +359,14 @@ def test_predict_takes_feature_arrays_for_feature_runs(tmp_path):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
 def test_the_playground_predicts_in_a_real_browser(classify_run):
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     expected = [p["label"] for p in seqlab.load(classify_run).predict(["axxa", "bbzb"])]
-    with Server(Service(classify_run)) as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.goto(server.url + "/")
-            page.wait_for_selector("#predict-panel:not([hidden])")
-            page.fill("#texts", "axxa\nbbzb\n")
-            page.click("#predict")
-            page.wait_for_selector("#predictions")
-            cells = page.eval_on_selector_all("#predictions tr td:nth-child(2)",
-                                              "cells => cells.map(c => c.textContent)")
-            assert cells == expected
-            assert page.inner_text("#status") == "2 predictions"
-        finally:
-            browser.close()
+    with Server(Service(classify_run)) as server, browser_page() as page:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#predict-panel:not([hidden])")
+        page.fill("#texts", "axxa\nbbzb\n")
+        page.click("#predict")
+        page.wait_for_selector("#predictions")
+        cells = page.eval_on_selector_all("#predictions tr td:nth-child(2)",
+                                          "cells => cells.map(c => c.textContent)")
+        assert cells == expected
+        assert page.inner_text("#status") == "2 predictions"
