@@ -308,6 +308,9 @@ class InitConfig:
     include: list[str] | None = None
     exclude: list[str] = field(default_factory=list)
     penalty: float = 0.0
+    # Evaluate the init run's own objective on its own validation data before and during
+    # training: the rise of its loss is reported as forgetting (pretrain/forgetting).
+    measure_forgetting: bool = True
 
     def __post_init__(self):
         if self.penalty < 0:

@@ -11,15 +11,17 @@ caller passes (``Trainer(config, run_dir, hooks=[...])``).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from seqlab.errors import CheckpointError, ConfigError
-from seqlab.models.weights import model_tensors
-from seqlab.rundir import (INIT_REPORT_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, check_run_dir,
-                           read_weights, write_json)
+from seqlab.errors import CheckpointError, ConfigError, SeqlabError
+from seqlab.models.model import SequenceModel
+from seqlab.models.weights import load_model_tensors, model_tensors
+from seqlab.rundir import (CONFIG_FILE, FORGETTING_FILE, INIT_REPORT_FILE, TENSORBOARD_DIR,
+                           WEIGHTS_FILE, check_run_dir, read_json, read_weights, write_json)
 from seqlab.train.optim import check_patterns, matches
 
 logger = logging.getLogger("seqlab")
@@ -152,6 +154,68 @@ class InitFromRun(TrainerHook):
         return self.penalty * total
 
 
+class Forgetting(TrainerHook):
+    """How much a fine-tuned model forgets what its init run learned: the init run's own
+    objective, scored on the init run's own validation data, through the current backbone
+    and the init run's head (kept fixed, a probe). Its loss before training is the
+    baseline; every evaluation logs ``pretrain/loss`` (with the objective's other
+    metrics) and ``pretrain/forgetting``, the rise over the baseline (``init.
+    measure_forgetting``; on by default). When the init run's data is not there, a
+    warning says so and nothing is measured."""
+
+    def __init__(self, run: str):
+        self.run = Path(run)
+        self.objective = None
+        self.baseline: float | None = None
+
+    def setup(self, trainer, *, resume: bool) -> None:
+        from seqlab.config import RunConfig
+        from seqlab.tasks import OBJECTIVES
+
+        try:
+            config = RunConfig.from_yaml(self.run / CONFIG_FILE)
+            objective = OBJECTIVES.get(config.task).cls(config)
+            objective.prepare(self.run, resume=True)  # its tokenizer, its data
+        except (SeqlabError, OSError) as e:
+            logger.warning("forgetting is not measured: the data of %s cannot be read (%s)",
+                           self.run, " ".join(str(e).split()))
+            return
+        base = objective.build_model()
+        tensors, source = read_weights(self.run)
+        load_model_tensors(base, tensors, source=source)
+        self.head = base.head.to(trainer.device).eval().requires_grad_(False)
+        self.objective = objective
+        path = trainer.run_dir / FORGETTING_FILE
+        if resume and path.exists():
+            self.baseline = read_json(path)["baseline"]
+
+    def _score(self, model) -> dict[str, float]:
+        probe = SequenceModel(model.backbone, self.head)
+        return self.objective.evaluators()["val"](probe)
+
+    def on_start(self, trainer) -> None:
+        if self.objective is None:
+            return
+        self.objective.autocast = trainer.autocast
+        if self.baseline is not None:
+            return
+        metrics = self._score(trainer.model)
+        self.baseline = metrics["val_loss"]
+        if trainer.is_main:
+            write_json(trainer.run_dir / FORGETTING_FILE, {"run": str(self.run), "baseline": self.baseline})
+        logger.info("%s's objective before fine-tuning: loss %.4f", self.run, self.baseline)
+
+    def evaluators(self, trainer):
+        if self.objective is None:
+            return {}
+
+        def evaluate(model):
+            metrics = self._score(model)
+            return {**metrics, "forgetting": metrics["val_loss"] - self.baseline}
+
+        return {"pretrain": evaluate}
+
+
 class Freeze(TrainerHook):
     """Keep the parameters whose names match any of ``patterns`` fixed (no gradient, not
     in the optimizer)."""
@@ -189,6 +253,8 @@ def config_hooks(config) -> list[TrainerHook]:
     if config.init.run is not None:
         hooks.append(InitFromRun(config.init.run, include=config.init.include,
                                  exclude=config.init.exclude, penalty=config.init.penalty))
+        if config.init.measure_forgetting:
+            hooks.append(Forgetting(config.init.run))
     if config.train.freeze:
         hooks.append(Freeze(config.train.freeze))
     if config.train.tensorboard:

@@ -223,3 +223,38 @@ def test_the_finetune_command(examples, pretrained, tmp_path, capsys):
         seqlab.finetune(config("classify", examples), tmp_path / "x", from_run=pretrained,
                         mode="adapter")
     assert cli.main(["finetune", str(path), "--from", str(tmp_path / "nowhere"), "-q"]) == 2
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full"])
+def test_forgetting_of_the_pretraining_objective_is_measured(examples, pretrained, tmp_path, mode):
+    result = seqlab.finetune(config("classify", examples, model={"causal": False},
+                                    train={"lr": 5e-2, "steps": 6, "eval_every": 3}),
+                             tmp_path / "run", from_run=pretrained, mode=mode)
+    forgetting = result.metrics["pretrain/forgetting"]
+    baseline = json.loads((tmp_path / "run" / "forgetting.json").read_text())["baseline"]
+    assert result.metrics["pretrain/loss"] == pytest.approx(baseline + forgetting)
+    assert "pretrain/masked_accuracy" in result.metrics
+    if mode == "frozen":
+        assert forgetting == 0.0  # the backbone did not move: nothing forgotten, exactly
+    else:
+        assert forgetting != 0.0
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "pretrain/forgetting" in r] == [3, 6]
+
+
+def test_forgetting_is_not_measured_without_the_pretraining_data(examples, pretrained, tmp_path,
+                                                                 caplog_seqlab):
+    import shutil
+
+    shutil.copytree(pretrained, tmp_path / "base")
+    stored = RunConfig.from_yaml(tmp_path / "base" / "config.yaml")
+    (tmp_path / "base" / "config.yaml").write_text(
+        stored.replace([f"data.path={tmp_path / 'gone.jsonl'}"]).to_yaml())
+    result = seqlab.finetune(config("classify", examples, model={"causal": False}),
+                             tmp_path / "run", from_run=tmp_path / "base")
+    assert not any(k.startswith("pretrain/") for k in result.metrics)
+    assert "forgetting is not measured" in caplog_seqlab.text
+    off = seqlab.finetune(config("classify", examples, model={"causal": False},
+                                 init={"measure_forgetting": False}),
+                          tmp_path / "off", from_run=pretrained)
+    assert not any(k.startswith("pretrain/") for k in off.metrics)
