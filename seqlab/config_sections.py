@@ -311,8 +311,17 @@ class InitConfig:
     # Evaluate the init run's own objective on its own validation data before and during
     # training: the rise of its loss is reported as forgetting (pretrain/forgetting).
     measure_forgetting: bool = True
+    # Mitigations: replay (the weight of the init objective's loss on its own training
+    # batches, added to every step) and EWC (the weight of a Fisher-weighted pull toward
+    # the loaded weights; the Fisher over ewc_batches of the init run's data).
+    replay: float = 0.0
+    ewc: float = 0.0
+    ewc_batches: int = 8
 
     def __post_init__(self):
+        if self.replay < 0 or self.ewc < 0 or self.ewc_batches < 1:
+            raise ConfigError(f"init.replay and init.ewc must be >= 0 and init.ewc_batches >= 1, "
+                              f"got {self.replay}, {self.ewc}, {self.ewc_batches}")
         if self.penalty < 0:
             raise ConfigError(f"init.penalty must be >= 0, got {self.penalty}")
         if self.run is None and (self.include is not None or self.exclude or self.penalty):

@@ -34,6 +34,7 @@ TOKENIZER_FILE = "tokenizer.json"
 DATA_FILE = "data.json"
 INIT_REPORT_FILE = "init.json"
 FORGETTING_FILE = "forgetting.json"  # the init run's loss before fine-tuning
+EWC_FILE = "ewc.safetensors"  # the init run's diagonal Fisher, with init.ewc
 TRAINER_DIR = "trainer"
 METRICS_FILE = "metrics.jsonl"
 PLOTS_DIR = "plots"
@@ -42,7 +43,7 @@ TENSORBOARD_DIR = "tensorboard"  # event files, with train.tensorboard
 # Files a fresh run writes before its first checkpoint: a rerun into a directory that
 # never saved weights removes them, so nothing from the old attempt is reused.
 FRESH_RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, DATA_FILE, INIT_REPORT_FILE, METRICS_FILE,
-                   FORGETTING_FILE)
+                   FORGETTING_FILE, EWC_FILE)
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

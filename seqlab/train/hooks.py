@@ -17,11 +17,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from seqlab.errors import CheckpointError, ConfigError, SeqlabError
+from seqlab.errors import CheckpointError, ConfigError, DataError, SeqlabError
 from seqlab.models.model import SequenceModel
 from seqlab.models.weights import load_model_tensors, model_tensors
-from seqlab.rundir import (CONFIG_FILE, FORGETTING_FILE, INIT_REPORT_FILE, TENSORBOARD_DIR,
-                           WEIGHTS_FILE, check_run_dir, read_json, read_weights, write_json)
+from seqlab.rundir import (CONFIG_FILE, EWC_FILE, FORGETTING_FILE, INIT_REPORT_FILE,
+                           TENSORBOARD_DIR, WEIGHTS_FILE, check_run_dir, read_json, read_weights,
+                           write_json)
+from seqlab.weights_file import load_weights, save_weights
 from seqlab.train.optim import check_patterns, matches
 
 logger = logging.getLogger("seqlab")
@@ -154,19 +156,32 @@ class InitFromRun(TrainerHook):
         return self.penalty * total
 
 
-class Forgetting(TrainerHook):
-    """How much a fine-tuned model forgets what its init run learned: the init run's own
-    objective, scored on the init run's own validation data, through the current backbone
-    and the init run's head (kept fixed, a probe). Its loss before training is the
-    baseline; every evaluation logs ``pretrain/loss`` (with the objective's other
-    metrics) and ``pretrain/forgetting``, the rise over the baseline (``init.
-    measure_forgetting``; on by default). When the init run's data is not there, a
-    warning says so and nothing is measured."""
+class PretrainingObjective(TrainerHook):
+    """The init run's own objective, kept beside fine-tuning: it is scored through the
+    current backbone and the init run's head (fixed, a probe) on the init run's own data.
 
-    def __init__(self, run: str):
+    - ``measure`` (``init.measure_forgetting``, on by default): the loss on the init
+      run's validation data before training is the baseline; every evaluation logs
+      ``pretrain/loss`` (with the objective's other metrics) and ``pretrain/forgetting``,
+      the rise over the baseline. Without the init run's data a warning says so and
+      nothing is measured.
+    - ``replay`` (``init.replay``): every step adds ``replay`` times the init objective's
+      mean loss on one of its own training batches (drawn by step, so resume stays
+      exact), which keeps the backbone able to do the old task.
+    - ``ewc`` (``init.ewc``, Kirkpatrick et al., 2017): a penalty ``ewc * sum F (w -
+      w*)^2`` over the loaded weights, with ``F`` the diagonal Fisher (mean squared
+      gradient of the init objective over ``ewc_batches`` of its training batches, at the
+      loaded weights). ``F`` is computed once and kept in ``RUN/ewc.safetensors``.
+    """
+
+    def __init__(self, run: str, *, measure: bool = True, replay: float = 0.0, ewc: float = 0.0,
+                 ewc_batches: int = 8):
         self.run = Path(run)
+        self.measure, self.replay, self.ewc, self.ewc_batches = measure, replay, ewc, ewc_batches
         self.objective = None
         self.baseline: float | None = None
+        self.fisher: dict[str, Tensor] = {}
+        self.reference: dict[str, Tensor] = {}
 
     def setup(self, trainer, *, resume: bool) -> None:
         from seqlab.config import RunConfig
@@ -177,8 +192,12 @@ class Forgetting(TrainerHook):
             objective = OBJECTIVES.get(config.task).cls(config)
             objective.prepare(self.run, resume=True)  # its tokenizer, its data
         except (SeqlabError, OSError) as e:
+            reason = " ".join(str(e).split())
+            if self.replay or self.ewc:
+                raise DataError(f"init.replay and init.ewc need the data of {self.run}, which "
+                                f"cannot be read: {reason}") from None
             logger.warning("forgetting is not measured: the data of %s cannot be read (%s)",
-                           self.run, " ".join(str(e).split()))
+                           self.run, reason)
             return
         base = objective.build_model()
         tensors, source = read_weights(self.run)
@@ -188,29 +207,74 @@ class Forgetting(TrainerHook):
         path = trainer.run_dir / FORGETTING_FILE
         if resume and path.exists():
             self.baseline = read_json(path)["baseline"]
+        if self.ewc:
+            self._fisher(trainer, tensors, resume=resume)
 
-    def _score(self, model) -> dict[str, float]:
-        probe = SequenceModel(model.backbone, self.head)
-        return self.objective.evaluators()["val"](probe)
+    def _probe(self, model) -> SequenceModel:
+        return SequenceModel(model.backbone, self.head)
+
+    def _loss(self, model, step: int) -> Tensor:
+        """The init objective's mean loss on its training batch for ``step``."""
+        batch = self.objective.train_batch(step, 0).to(next(model.parameters()).device)
+        result = self.objective.loss(self._probe(model), batch)
+        return result.total / max(float(result.count), 1.0)
+
+    def _fisher(self, trainer, tensors: dict[str, Tensor], *, resume: bool) -> None:
+        params = {n: p for n, p in trainer.model.named_parameters()
+                  if p.requires_grad and n in tensors and tuple(tensors[n].shape) == tuple(p.shape)}
+        self.reference = {n: tensors[n].to(p.device, p.dtype) for n, p in params.items()}
+        path = trainer.run_dir / EWC_FILE
+        if resume and path.exists():
+            self.fisher = {n: t.to(params[n].device) for n, t in load_weights(path)[0].items()}
+            return
+        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        was_training = trainer.model.training
+        trainer.model.eval()  # the Fisher of the model as it is, without dropout noise
+        try:
+            for k in range(self.ewc_batches):
+                grads = torch.autograd.grad(self._loss(trainer.model, k), list(params.values()),
+                                            allow_unused=True)
+                for (name, _), g in zip(params.items(), grads):
+                    if g is not None:
+                        fisher[name] += g.detach().square() / self.ewc_batches
+        finally:
+            trainer.model.train(was_training)
+        self.fisher = fisher
+        trainer.run_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(path, {n: t.cpu() for n, t in fisher.items()}, {"run": str(self.run)})
+        logger.info("ewc: diagonal Fisher of %s over %d batches, %d tensors", self.run,
+                    self.ewc_batches, len(fisher))
+
+    def loss_term(self, trainer) -> Tensor | None:
+        if self.objective is None or not (self.replay or self.ewc):
+            return None
+        term = 0.0
+        if self.replay:
+            term = term + self.replay * self._loss(trainer.model, trainer.step)
+        if self.ewc:
+            params = dict(trainer.model.named_parameters())
+            term = term + self.ewc * sum((self.fisher[n] * (params[n] - ref).square()).sum()
+                                         for n, ref in self.reference.items())
+        return term
 
     def on_start(self, trainer) -> None:
         if self.objective is None:
             return
         self.objective.autocast = trainer.autocast
-        if self.baseline is not None:
+        if not self.measure or self.baseline is not None:
             return
-        metrics = self._score(trainer.model)
+        metrics = self.objective.evaluators()["val"](self._probe(trainer.model))
         self.baseline = metrics["val_loss"]
         if trainer.is_main:
             write_json(trainer.run_dir / FORGETTING_FILE, {"run": str(self.run), "baseline": self.baseline})
         logger.info("%s's objective before fine-tuning: loss %.4f", self.run, self.baseline)
 
     def evaluators(self, trainer):
-        if self.objective is None:
+        if self.objective is None or not self.measure:
             return {}
 
         def evaluate(model):
-            metrics = self._score(model)
+            metrics = self.objective.evaluators()["val"](self._probe(model))
             return {**metrics, "forgetting": metrics["val_loss"] - self.baseline}
 
         return {"pretrain": evaluate}
@@ -250,11 +314,16 @@ def config_hooks(config) -> list[TrainerHook]:
     """The hooks a run config asks for: ``init`` and ``train.freeze``, in that order (so
     loaded weights can then be frozen), and ``train.tensorboard``."""
     hooks: list[TrainerHook] = []
+    if config.init.run is None and (config.init.replay or config.init.ewc):
+        raise ConfigError("init.replay and init.ewc need init.run (or seqlab finetune --from RUN)")
     if config.init.run is not None:
         hooks.append(InitFromRun(config.init.run, include=config.init.include,
                                  exclude=config.init.exclude, penalty=config.init.penalty))
-        if config.init.measure_forgetting:
-            hooks.append(Forgetting(config.init.run))
+        init = config.init
+        if init.measure_forgetting or init.replay or init.ewc:
+            hooks.append(PretrainingObjective(init.run, measure=init.measure_forgetting,
+                                              replay=init.replay, ewc=init.ewc,
+                                              ewc_batches=init.ewc_batches))
     if config.train.freeze:
         hooks.append(Freeze(config.train.freeze))
     if config.train.tensorboard:

@@ -152,10 +152,11 @@ class Trainer:
         if cfg.fsdp and not self.fsdp:
             logger.info("train.fsdp: one process, nothing to shard")
         if self.fsdp:  # before the optimizer, which must hold the sharded parameters
-            if self.config.init.penalty:
-                raise ConfigError("init.penalty (L2-SP) does not work with train.fsdp yet: its "
-                                  "reference weights are whole, the parameters sharded; use DDP "
-                                  "(train.fsdp: false) or drop the penalty")
+            init = self.config.init
+            if init.penalty or init.replay or init.ewc:
+                raise ConfigError("init.penalty, init.replay and init.ewc do not work with "
+                                  "train.fsdp yet (their terms read whole parameters, which FSDP "
+                                  "shards); use DDP (train.fsdp: false) or drop them")
             self._whole = {k: t.to("meta") for k, t in model_tensors(self.model).items()}
             fully_shard_model(self.model)
         self.optimizer = build_optimizer(self.model, cfg)

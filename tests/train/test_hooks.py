@@ -258,3 +258,50 @@ def test_forgetting_is_not_measured_without_the_pretraining_data(examples, pretr
                                  init={"measure_forgetting": False}),
                           tmp_path / "off", from_run=pretrained)
     assert not any(k.startswith("pretrain/") for k in off.metrics)
+
+
+def test_replay_adds_the_pretraining_loss_on_its_own_batches(examples, pretrained, tmp_path):
+    from seqlab.train.hooks import PretrainingObjective
+
+    cfg = seqlab.api.finetune_config(config("classify", examples, model={"causal": False},
+                                            init={"replay": 0.5}), pretrained)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._setup()
+    hook = next(h for h in trainer.hooks if isinstance(h, PretrainingObjective))
+    trainer.step = 3
+    term = hook.loss_term(trainer)
+    batch = hook.objective.train_batch(3, 0)
+    alone = hook.objective.loss(hook._probe(trainer.model), batch)
+    assert term.item() == pytest.approx(0.5 * alone.total.item() / float(alone.count), rel=1e-6)
+    term.backward()  # it reaches the backbone
+    assert trainer.model.backbone.embed.weight.grad.abs().sum() > 0
+
+
+def test_replay_and_ewc_resume_exactly(examples, pretrained, tmp_path):
+    cfg = seqlab.api.finetune_config(config("classify", examples, model={"causal": False},
+                                            init={"replay": 0.3, "ewc": 10.0, "ewc_batches": 2},
+                                            train={"steps": 6, "eval_every": 3}), pretrained)
+    Trainer(cfg, tmp_path / "straight").fit()
+    Trainer(cfg, tmp_path / "resumed").fit(until_step=3)
+    fisher, _ = load_weights(tmp_path / "resumed" / "ewc.safetensors")
+    assert fisher and all(bool((f >= 0).all()) for f in fisher.values())
+    assert any(bool(f.sum() > 0) for f in fisher.values())
+    Trainer(cfg, tmp_path / "resumed", resume=True).fit()  # the Fisher is read, not recomputed
+    a = CheckpointManager(tmp_path / "straight" / "trainer").load_latest().model
+    b = CheckpointManager(tmp_path / "resumed" / "trainer").load_latest().model
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ewc_holds_the_backbone_closer_to_its_start(examples, pretrained, tmp_path):
+    def drift(run):
+        before, _ = load_weights(pretrained / "model.safetensors")
+        after, _ = load_weights(run / "model.safetensors")
+        return sum(float((after[k] - before[k]).square().sum()) for k in after
+                   if k.startswith("backbone.") and k in before)
+
+    base = config("classify", examples, model={"causal": False}, train={"lr": 3e-2, "steps": 8})
+    seqlab.finetune(base, tmp_path / "plain", from_run=pretrained)
+    seqlab.finetune(base.replace(["init.ewc=1000.0"]), tmp_path / "ewc", from_run=pretrained)
+    assert drift(tmp_path / "ewc") < drift(tmp_path / "plain")
+    with pytest.raises(ConfigError, match="init.replay and init.ewc need init.run"):
+        Trainer(config("classify", examples, init={"ewc": 1.0}), tmp_path / "none")
