@@ -324,5 +324,3 @@ class InitConfig:
                               f"got {self.replay}, {self.ewc}, {self.ewc_batches}")
         if self.penalty < 0:
             raise ConfigError(f"init.penalty must be >= 0, got {self.penalty}")
-        if self.run is None and (self.include is not None or self.exclude or self.penalty):
-            raise ConfigError("init.include, init.exclude and init.penalty need init.run")

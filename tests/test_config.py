@@ -50,7 +50,6 @@ def test_preset_options_of_mixers_not_used_are_dropped_but_the_users_are_refused
      "loss must be one of mse, mae"),
     ({"task": "masked_lm", "task_options": {"mask_prob": 1.5}, **TEXT}, "mask_prob must be in"),
     ({"tokenizer": {"kind": "wordpiece"}, **TEXT}, "tokenizer.kind: unknown tokenizer 'wordpiece'"),
-    ({"init": {"penalty": 1.0}, **TEXT}, "init.include, init.exclude and init.penalty need init.run"),
     ({"train": {"param_groups": [{"params": ["head.*"], "lr": 1e-3, "lr_scale": 2.0}]}, **TEXT},
      "give lr or lr_scale, not both"),
     ({"task": "tag", "data": {"path": "x", "tokens_field": "ids"}}, "set tokenizer.kind: ids"),

@@ -314,12 +314,14 @@ def config_hooks(config) -> list[TrainerHook]:
     """The hooks a run config asks for: ``init`` and ``train.freeze``, in that order (so
     loaded weights can then be frozen), and ``train.tensorboard``."""
     hooks: list[TrainerHook] = []
-    if config.init.run is None and (config.init.replay or config.init.ewc):
-        raise ConfigError("init.replay and init.ewc need init.run (or seqlab finetune --from RUN)")
+    init = config.init
+    if init.run is None and (init.include is not None or init.exclude or init.penalty
+                             or init.replay or init.ewc):
+        raise ConfigError("init.include, init.exclude, init.penalty, init.replay and init.ewc need "
+                          "init.run (or seqlab finetune --from RUN)")
     if config.init.run is not None:
         hooks.append(InitFromRun(config.init.run, include=config.init.include,
                                  exclude=config.init.exclude, penalty=config.init.penalty))
-        init = config.init
         if init.measure_forgetting or init.replay or init.ewc:
             hooks.append(PretrainingObjective(init.run, measure=init.measure_forgetting,
                                               replay=init.replay, ewc=init.ewc,

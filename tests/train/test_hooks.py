@@ -303,5 +303,10 @@ def test_ewc_holds_the_backbone_closer_to_its_start(examples, pretrained, tmp_pa
     seqlab.finetune(base, tmp_path / "plain", from_run=pretrained)
     seqlab.finetune(base.replace(["init.ewc=1000.0"]), tmp_path / "ewc", from_run=pretrained)
     assert drift(tmp_path / "ewc") < drift(tmp_path / "plain")
-    with pytest.raises(ConfigError, match="init.replay and init.ewc need init.run"):
+    with pytest.raises(ConfigError, match="init.penalty, init.replay and init.ewc need init.run"):
         Trainer(config("classify", examples, init={"ewc": 1.0}), tmp_path / "none")
+
+
+def test_init_options_without_an_init_run_are_refused_when_training_starts(examples, tmp_path):
+    with pytest.raises(ConfigError, match="init.include, init.exclude, init.penalty"):
+        Trainer(config("classify", examples, init={"penalty": 1.0}), tmp_path / "run")
