@@ -22,6 +22,8 @@ from seqlab.errors import ConfigError, TokenizerError
 PROTEIN = "ACDEFGHIKLMNPQRSTVWY"  # the 20 standard amino acids
 PROTEIN_AMBIGUOUS = "BZXJUO"  # Asx, Glx, any, Xle, selenocysteine, pyrrolysine
 IUPAC = "RYSWKMBDHVN"  # nucleotide ambiguity codes
+# Each code's complement: the code for the complementary set of bases.
+_COMPLEMENT = dict(zip("ACGTURYSWKMBDHVN", "TGCAAYRSWMKVHDBN"))
 
 
 def _text(data: str | bytes) -> str:
@@ -113,6 +115,24 @@ class NucleotideTokenizer(AlphabetTokenizer):
     @classmethod
     def build(cls, texts: Iterable[str] = (), *, mask: bool = False, soft_mask: bool = False):
         return cls(mask=mask, soft_mask=soft_mask)
+
+    def complement_ids(self) -> np.ndarray:
+        """id -> the id of its complementary base (A-T or A-U, C-G, IUPAC codes to theirs,
+        case kept); specials and ``<unk>`` map to themselves."""
+        table = np.arange(self.vocab_size, dtype=np.int64)
+        uracil = "U" in self.alphabet
+        for i, letter in enumerate(self.letters):
+            other = _COMPLEMENT[letter.upper()]
+            if other == "T" and uracil:
+                other = "U"
+            table[i] = self.letters.index(other if letter.isupper() else other.lower())
+        return table
+
+    def reverse_complement(self, text: str) -> str:
+        """The reverse complement of a sequence (letters outside the alphabet kept)."""
+        pairs = {**_COMPLEMENT, **({"A": "U"} if "U" in self.alphabet else {})}
+        pairs.update({k.lower(): v.lower() for k, v in pairs.items()})
+        return "".join(pairs.get(c, c) for c in reversed(text))
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "soft_mask": self.soft_mask}

@@ -32,6 +32,7 @@ from seqlab.errors import ConfigError, DataError
 logger = logging.getLogger("seqlab")
 
 SPLIT_STREAM = 21
+RC_STREAM = 22  # which training examples read reverse-complemented
 
 
 @dataclass
@@ -79,6 +80,9 @@ class ExamplesOptions(ExampleOptions):
     labels_format: str = "auto"
     id_field: str = "id"
     tags_path: str | None = None
+    # DNA/RNA: each training example reads as its reverse complement with probability
+    # 1/2 (a choice seeded by step, so resume stays exact).
+    reverse_complement: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -298,6 +302,18 @@ class ExamplesSource(ExampleSource):
     """Labelled (or unlabelled) text examples from JSONL, CSV or TSV files."""
 
     _train_records: list[Record] | None = None
+
+    def train_batch(self, step: int, micro: int):
+        indices = self.sampler.indices(step, micro)
+        if not self.options.reverse_complement:
+            return self._batch(self.train, indices)
+        complement = getattr(self.tokenizer, "complement_ids", None)
+        if complement is None:
+            raise ConfigError(f"data.reverse_complement needs a dna or rna tokenizer, not "
+                              f"{getattr(self.tokenizer, 'kind', None)!r}")
+        flip = seeded_rng(self.ctx.seed, RC_STREAM, step, micro).random(len(indices)) < 0.5
+        return self.train.batch(indices, pad_id=self.tokenizer.pad_id, flip=flip,
+                                complement=complement(), keep_first=int(self._bos() is not None))
 
     def _records(self, spec: PathSpec) -> list[Record]:
         return [r for path in resolve_paths(spec) for r in read_records(path, self.options.format)]

@@ -64,10 +64,18 @@ class ExampleSet:
         return self.values[self.offsets[i]:self.offsets[i + 1]]
 
     def batch(self, indices: np.ndarray, *, pad_id: int = 0,
-              transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Batch:
+              transform: Callable[[np.ndarray], np.ndarray] | None = None,
+              flip: np.ndarray | None = None, complement: np.ndarray | None = None,
+              keep_first: int = 0) -> Batch:
         """Gather and pad the examples at ``indices``; ``transform`` maps each feature
-        row (e.g. standardises it) before padding."""
+        row (e.g. standardises it) before padding. ``flip`` (one bool per example) with
+        ``complement`` (id -> id): those examples read reversed and complemented, their
+        first ``keep_first`` ids (a ``<bos>``) left in front, their tags reversed too."""
         rows = [self.row(i) for i in indices]
+        flips = np.zeros(len(rows), bool) if flip is None else np.asarray(flip, bool)
+        k = keep_first
+        rows = [np.concatenate([r[:k], complement[r[k:][::-1]]]).astype(r.dtype) if f else r
+                for r, f in zip(rows, flips)]
         if self.values.dtype.kind == "f":
             if transform is not None:
                 rows = [transform(r) for r in rows]
@@ -78,6 +86,7 @@ class ExampleSet:
         if self.labels is not None:
             if self.label_kind == "tags":
                 tags = [self.labels[self.offsets[i]:self.offsets[i + 1]] for i in indices]
+                tags = [np.concatenate([t[:k], t[k:][::-1]]) if f else t for t, f in zip(tags, flips)]
                 targets, _ = pad(tags, value=IGNORE)
             else:
                 targets = torch.from_numpy(self.labels[indices])

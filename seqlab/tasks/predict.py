@@ -59,9 +59,14 @@ class LabelPipeline(Pipeline):
                                    {"values": dict(zip(map(str, names), values))})
         return rows
 
-    def predict(self, inputs, *, batch_size: int = 32) -> list[dict] | dict:
+    def predict(self, inputs, *, batch_size: int = 32,
+                reverse_complement: bool = False) -> list[dict] | dict:
         """Predictions for one input or a list of them: texts (or lists of token ids) for
-        token runs, arrays of shape (time, features) for feature runs."""
+        token runs, arrays of shape (time, features) for feature runs.
+
+        ``reverse_complement`` (DNA/RNA classify and regress runs): each sequence and its
+        reverse complement are predicted, and the probabilities (or values) averaged,
+        which makes the prediction the same for either strand."""
         single = isinstance(inputs, str) or (hasattr(inputs, "ndim") and inputs.ndim <= 2)
         items = [inputs] if single else list(inputs)
         if not items:
@@ -69,7 +74,30 @@ class LabelPipeline(Pipeline):
         self._resize(batch_size=batch_size)
         rows = self._outputs(self.objective.source.from_inputs(items)())
         result = [rows[i] for i in range(len(items))]
+        if reverse_complement:
+            result = self._strand_average(items, result)
         return result[0] if single else result
+
+    def _strand_average(self, items: list, forward: list[dict]) -> list[dict]:
+        flip = getattr(self.tokenizer, "reverse_complement", None)
+        if flip is None or self.config.task == "tag" or not all(isinstance(i, str) for i in items):
+            raise ConfigError("reverse_complement averages classify and regress predictions of "
+                              "DNA or RNA texts (a dna or rna tokenizer)")
+        rows = self._outputs(self.objective.source.from_inputs([flip(i) for i in items])())
+        out = []
+        for i, a in enumerate(forward):
+            b = rows[i]
+            if "probabilities" in a:
+                probs = {k: round((a["probabilities"][k] + b["probabilities"][k]) / 2, 6)
+                         for k in a["probabilities"]}
+                best = max(probs, key=probs.get)
+                label = next(n for n in self.labels.names if str(n) == best)
+                out.append({"label": _plain(label), "probabilities": probs})
+            elif "value" in a:
+                out.append({"value": (a["value"] + b["value"]) / 2})
+            else:
+                out.append({"values": {k: (v + b["values"][k]) / 2 for k, v in a["values"].items()}})
+        return out
 
     def predict_file(self, data, out: str | Path) -> int:
         """Predict every example in ``data`` and write ``out`` (.csv, .tsv or .jsonl);
