@@ -29,12 +29,18 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} is not a valid run config: {e}") from None
 
 
-def load(run_dir: str | Path, *, device: str = "cpu"):
+def load(run_dir: str | Path, *, device: str = "cpu", overrides: list[str] | None = None):
     """Load a trained run for use: a pipeline for its objective, with ``.model``,
     ``.config``, ``.evaluate(data=None)`` and what the objective does: ``.generate``
-    (causal_lm), ``.fill_mask`` (masked_lm), ``.predict`` (classify, tag, regress)."""
+    (causal_lm), ``.fill_mask`` (masked_lm), ``.predict`` (classify, tag, regress).
+
+    ``overrides`` change the run's config for this use, e.g. ``model.context_length=512``
+    with ``model.rope_scaling=linear`` and ``model.rope_factor=4`` to read four times
+    the trained context; the weights must still fit."""
     run_dir = check_run_dir(run_dir)
     config = load_run_config(run_dir)
+    if overrides:
+        config = config.replace(overrides)
     objective = OBJECTIVES.get(config.task).cls(config)
     objective.restore(run_dir)
     model = objective.build_model()

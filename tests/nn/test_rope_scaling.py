@@ -32,3 +32,23 @@ def test_scaling_needs_rotary_positions():
         RunConfig.from_dict({"model": {"rope_scaling": "yarn"}})
     with pytest.raises(ConfigError, match="model.rope_factor must be >= 1"):
         RunConfig.from_dict({"model": {"rope_scaling": "linear", "rope_factor": 0.5}})
+
+
+def test_a_run_loads_at_a_longer_context_with_scaled_positions(tmp_path):
+    import seqlab
+    from seqlab.errors import CheckpointError
+
+    (tmp_path / "c.txt").write_text("the quick brown fox jumps over the lazy dog. " * 80)
+    seqlab.fit(RunConfig.from_dict({
+        "model": {"preset": "llama-tiny", "d_model": 32, "n_layers": 1, "context_length": 16},
+        "data": {"path": str(tmp_path / "c.txt")},
+        "train": {"steps": 2, "batch_size": 4, "eval_every": 2, "eval_batches": 1,
+                  "progress": False}}), tmp_path / "run")
+    longer = seqlab.load(tmp_path / "run", overrides=["model.context_length=64",
+                                                      "model.rope_scaling=linear",
+                                                      "model.rope_factor=4"])
+    assert longer.config.model.context_length == 64
+    assert longer.model.backbone.blocks[0].mixer.position.inv_freq[0] == pytest.approx(0.25)
+    assert "val_loss" in longer.evaluate(max_batches=1)
+    with pytest.raises(CheckpointError, match="do not match the model built from the config"):
+        seqlab.load(tmp_path / "run", overrides=["model.d_model=48"])
