@@ -69,7 +69,7 @@ def main() -> None:
            [f"Llama-style (rotary) causal LM, d_model 128, 4 layers, trained {steps} steps at "
             f"context {BASE} on standard-library source; validation loss (nats per token) over "
             f"the same {batches} x 8192 validation tokens at each length, cut into blocks of "
-            "that length. Before fine-tuning the factor is length / {BASE}; "
+            f"that length. Before fine-tuning the factor is length / {BASE}; "
             "after it, 4 (what the model was tuned with).\n\n" + table])
 
 
