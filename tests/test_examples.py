@@ -29,6 +29,8 @@ CASES = {
     "regress": (["--small"], {
         "config.yaml": ("code/train.jsonl", "code/val.jsonl", ["predict"]),
         "features.yaml": ("oscillators/train.npz", "oscillators/val.npz", ["predict"])}),
+    "protein": (["--small"], {
+        "config.yaml": ("train.fasta", "val.fasta", ["predict"], {"data.tags_path": "ss.fasta"})}),
 }
 
 
@@ -54,7 +56,7 @@ def prepared(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, config", [(n, c) for n, (_, cs) in CASES.items() for c in cs])
 def test_example_trains_evaluates_and_predicts(name, config, prepared, tmp_path, capsys):
-    train, val, after = CASES[name][1][config]
+    train, val, after, *more = CASES[name][1][config]
     data = prepared[name]
     path = EXAMPLES / name / config
     text = path.read_text()
@@ -63,7 +65,7 @@ def test_example_trains_evaluates_and_predicts(name, config, prepared, tmp_path,
     run = tmp_path / "run"
     sets = {"data.path": data / train, "data.val_path": data / val, "train.steps": 2,
             "train.eval_every": 2, "train.batch_size": 4, "train.eval_batches": 2,
-            "train.progress": "false"}
+            "train.progress": "false", **{k: data / v for k, v in (more[0] if more else {}).items()}}
     args = ["train", str(path), "--out", str(run), "-q"]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
