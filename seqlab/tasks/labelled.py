@@ -58,15 +58,18 @@ class ClassifyOptions:
 
 @dataclass
 class TagOptions:
-    """``scheme``: ``auto`` (segment-level F1 when the tags look like BIO), ``bio`` or
-    ``none``. ``class_weights`` as for ``classify``."""
+    """``scheme``: ``auto`` (span-level F1 when the tags look like BIO), ``bio``,
+    ``segments`` (every tag is a class whose maximal runs are segments: secondary
+    structure, gene regions; segment F1 and SOV) or ``none``. ``class_weights`` as for
+    ``classify``."""
 
     scheme: str = "auto"
     class_weights: Weights = None
 
     def __post_init__(self):
-        if self.scheme not in ("auto", "bio", "none"):
-            raise ConfigError(f"task_options.scheme must be auto, bio or none, got {self.scheme!r}")
+        if self.scheme not in ("auto", "bio", "segments", "none"):
+            raise ConfigError(f"task_options.scheme must be auto, bio, segments or none, got "
+                              f"{self.scheme!r}")
         _check_weights(self.class_weights)
 
 
@@ -162,7 +165,7 @@ class Tag(_Labelled):
     def metric(self) -> TaggingMetric:
         scheme = self.options.scheme
         spans = scheme == "bio" or (scheme == "auto" and is_bio(self.names))
-        return TaggingMetric(self.names, spans=spans)
+        return TaggingMetric(self.names, spans=spans, segments=scheme == "segments")
 
 
 @register_objective("regress", RegressOptions, sources=("examples", "features"),

@@ -79,6 +79,37 @@ def bio_spans(tags: list[str]) -> set[tuple[str, int, int]]:
     return spans
 
 
+def runs(tags: list) -> list[tuple[str, int, int]]:
+    """The maximal runs of one tag, ``(tag, start, end)``: the segments of a labelling
+    in which every tag is a class of its own (helix, strand, coil; exon, intron)."""
+    out, start = [], 0
+    for i in range(1, len(tags) + 1):
+        if i == len(tags) or tags[i] != tags[start]:
+            out.append((tags[start], start, i))
+            start = i
+    return out
+
+
+def sov_terms(gold: list, predicted: list) -> tuple[float, float]:
+    """The numerator and normaliser of the segment overlap score SOV'99 (Zemla et al.,
+    1999) of one sequence: for each gold segment, every predicted segment of its class
+    that overlaps it scores ``(minov + delta) / maxov * len(gold)``, with ``delta =
+    min(maxov - minov, minov, len(gold) // 2, len(pred) // 2)`` forgiving small boundary
+    shifts; gold segments with no overlapping prediction score 0 but count their length."""
+    found = runs(predicted)
+    score = norm = 0.0
+    for label, a0, a1 in runs(gold):
+        pairs = [(b0, b1) for kind, b0, b1 in found if kind == label and b0 < a1 and a0 < b1]
+        if not pairs:
+            norm += a1 - a0
+        for b0, b1 in pairs:
+            minov, maxov = min(a1, b1) - max(a0, b0), max(a1, b1) - min(a0, b0)
+            delta = min(maxov - minov, minov, (a1 - a0) // 2, (b1 - b0) // 2)
+            score += (minov + delta) / maxov * (a1 - a0)
+            norm += a1 - a0
+    return score, norm
+
+
 def is_bio(names: list) -> bool:
     """Whether tag names follow BIO: ``O``, ``B-X`` or ``I-X``, with at least one ``B-``."""
     names = [str(n) for n in names]
@@ -87,15 +118,20 @@ def is_bio(names: list) -> bool:
 
 
 class TaggingMetric(Metric):
-    """Per-position ``accuracy``, ``macro_f1`` and ``f1/<tag>`` over real positions, and
-    for BIO tags segment-level ``span_precision``, ``span_recall``, ``span_f1``."""
+    """Per-position ``accuracy``, ``macro_f1`` and ``f1/<tag>`` over real positions; for
+    BIO tags segment-level ``span_precision``, ``span_recall``, ``span_f1``; with
+    ``segments`` (every tag a class of its own, its maximal runs the segments)
+    ``segment_precision``, ``segment_recall``, ``segment_f1`` (exact boundaries and
+    class) and ``sov`` (SOV'99, pooled over sequences, 0..1)."""
 
-    def __init__(self, names: list, *, spans: bool):
-        self.directions = {"accuracy": "max", "macro_f1": "max", **({"span_f1": "max"} if spans else {})}
+    def __init__(self, names: list, *, spans: bool, segments: bool = False):
+        self.directions = {"accuracy": "max", "macro_f1": "max", **({"span_f1": "max"} if spans else {}),
+                           **({"segment_f1": "max", "sov": "max"} if segments else {})}
         self.names = names
         self.confusion = torch.zeros(len(names) + 1, len(names), dtype=torch.long)
-        self.spans = spans
+        self.spans, self.segments = spans, segments
         self.gold = self.found = self.correct = 0
+        self.sov_score = self.sov_norm = 0.0
 
     def update(self, result: LossSum, batch: Batch) -> None:
         predicted = result.outputs.argmax(-1).cpu()  # (B, T)
@@ -103,11 +139,19 @@ class TaggingMetric(Metric):
         real = (torch.ones_like(targets, dtype=torch.bool) if batch.padding_mask is None
                 else batch.padding_mask.cpu())
         _add(self.confusion, targets[real], predicted[real])
-        if self.spans:
+        if self.spans or self.segments:
             names = [str(n) for n in self.names]
             for t_row, p_row, r_row in zip(targets, predicted, real):  # wherever padding lies
-                gold = bio_spans([names[t] if t != IGNORE else "O" for t in t_row[r_row].tolist()])
-                found = bio_spans([names[p] for p in p_row[r_row].tolist()])
+                keep = r_row & (t_row != IGNORE) if self.segments else r_row
+                gold_tags = [names[t] if t != IGNORE else "O" for t in t_row[keep].tolist()]
+                found_tags = [names[p] for p in p_row[keep].tolist()]
+                if self.spans:
+                    gold, found = bio_spans(gold_tags), bio_spans(found_tags)
+                else:
+                    gold, found = set(runs(gold_tags)), set(runs(found_tags))
+                    score, norm = sov_terms(gold_tags, found_tags)
+                    self.sov_score += score
+                    self.sov_norm += norm
                 self.gold += len(gold)
                 self.found += len(found)
                 self.correct += len(gold & found)
@@ -117,11 +161,14 @@ class TaggingMetric(Metric):
         f1, present = f1_scores(self.confusion)
         out = {"accuracy": int(self.confusion[:-1].diagonal().sum()) / max(n, 1),
                "macro_f1": float(f1[present].mean()) if bool(present.any()) else 0.0}
-        if self.spans:
+        if self.spans or self.segments:
             p = self.correct / self.found if self.found else 0.0
             r = self.correct / self.gold if self.gold else 0.0
-            out.update(span_precision=p, span_recall=r,
-                       span_f1=2 * p * r / (p + r) if p + r else 0.0)
+            kind = "span" if self.spans else "segment"
+            out.update({f"{kind}_precision": p, f"{kind}_recall": r,
+                        f"{kind}_f1": 2 * p * r / (p + r) if p + r else 0.0})
+            if self.segments:
+                out["sov"] = self.sov_score / self.sov_norm if self.sov_norm else 0.0
         unseen = int(self.confusion[-1].sum())
         if unseen:
             out["unseen"] = float(unseen)

@@ -18,6 +18,8 @@ from seqlab.tasks.metrics import (
     bio_spans,
     f1_scores,
     is_bio,
+    runs,
+    sov_terms,
 )
 
 
@@ -245,3 +247,44 @@ def test_regression_several_targets_against_numpy():
         expected.update({f"mae/{name}": mae[i], f"rmse/{name}": math.sqrt(mse[i]),
                          f"r2/{name}": r2[i]})
     assert metric.compute() == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------- segments and SOV
+
+def test_runs_are_the_maximal_segments():
+    assert runs(list("HHHCCE")) == [("H", 0, 3), ("C", 3, 5), ("E", 5, 6)]
+    assert runs([]) == []
+
+
+@pytest.mark.parametrize("gold, predicted, expected", [
+    ("HHHHHHHHHH", "HHHHHHHHHH", 1.0),
+    # A helix of 10 predicted as 5 (then coil): minov 5, maxov 10, delta min(5, 5, 5, 2) = 2
+    # -> (5 + 2) / 10 * 10 = 7 of 10.
+    ("HHHHHHHHHH", "HHHHHCCCCC", 0.7),
+    # Shifted by one inside a coil: delta forgives it. H: minov 4, maxov 6, delta
+    # min(2, 4, 2, 2) = 2 -> (4 + 2) / 6 * 5 = 5; coils C0-2 vs C0-3: minov 2, maxov 3,
+    # delta min(1, 2, 1, 1) = 1 -> 2; C7-9 vs C8-9: minov 1, maxov 2, delta 0 -> 1;
+    # N = 5 + 2 + 2 = 9, score 5 + 2 + 1 = 8.
+    ("CCHHHHHCC", "CCCHHHHHC", 8 / 9),
+    # Nothing of the strand is found: it counts its length 4 and scores 0. The coil C4-8
+    # against C0-8: minov 4, maxov 8, delta min(4, 4, 2, 4) = 2 -> (4 + 2) / 8 * 4 = 3.
+    ("EEEECCCC", "CCCCCCCC", 3 / 8),
+])
+def test_sov_by_hand(gold, predicted, expected):
+    score, norm = sov_terms(list(gold), list(predicted))
+    assert score / norm == pytest.approx(expected)
+
+
+def test_segment_scores_by_hand():
+    names = ["C", "E", "H"]
+    truth = [[0, 0, 2, 2, 2, 2, 0]]  # segments C0-2 H2-6 C6-7
+    pred = [[0, 0, 2, 2, 2, 0, 0]]   # segments C0-2 H2-5 C5-7: one of three exact
+    metric = TaggingMetric(names, spans=False, segments=True)
+    metric.update(result(logits_for(pred, 3)), Batch(torch.zeros(1, 7, dtype=torch.long),
+                                                     torch.tensor(truth)))
+    out = metric.compute()
+    assert out["segment_precision"] == pytest.approx(1 / 3)
+    assert out["segment_recall"] == pytest.approx(1 / 3)
+    score, norm = sov_terms(list("CCHHHHC"), list("CCHHHCC"))
+    assert out["sov"] == pytest.approx(score / norm) and 0 < out["sov"] < 1
+    assert metric.directions["sov"] == "max"
