@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from seqlab.data.batch import Batch
+from seqlab.models.heads import LossSum
 from seqlab.data.sampling import seeded_rng
 from seqlab.errors import SeqlabError, TrainingError
 
@@ -192,6 +193,23 @@ class Ranks:
             raise TrainingError(f"rank {self.rank} of {self.world_size} lost contact with the "
                                 f"other ranks ({_first_line(e)}); one of them stopped or died: "
                                 "see its log") from None
+
+
+class ObjectiveLoss(nn.Module):
+    """The objective's loss over the model as a module's ``forward``, which is what DDP
+    wraps. A rank whose share of a batch is empty still runs a (zero) loss over every
+    trainable parameter, so its gradient buckets take part in the reduction."""
+
+    def __init__(self, objective, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch) -> LossSum:
+        if batch.size == 0:
+            zero = sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+            return LossSum(zero, 0.0)
+        return self.objective.loss(self.model, batch)
 
 
 def _attempt_store(timeout: datetime.timedelta) -> dist.Store:

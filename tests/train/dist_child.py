@@ -36,7 +36,7 @@ def arm(fault: str, rank: int, step: int) -> None:
 
 def record_rows(folder: str) -> None:
     """Write, per rank, the example indices of every batch share the rank trains on."""
-    from seqlab.train.trainer import ObjectiveLoss
+    from seqlab.train.distributed import ObjectiveLoss
 
     original = ObjectiveLoss.forward
 
