@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the tokenizer.json to write")
     p.add_argument("--max-bytes", type=int, default=None, help="read at most this many bytes")
     p.add_argument("--min-frequency", type=int, default=2, help="merges seen fewer times are not learned")
+    p.add_argument("--word-chars", type=int, default=None,
+                   help="cut the text into words of this many characters (DNA: caps training "
+                        "memory, about 80 MB at 8 and 1.1 GB at 10, whatever the corpus size)")
     p.add_argument("--extensions", nargs="*", default=None, help="in folders, only these suffixes")
     _add_common(p)
 
@@ -392,7 +395,8 @@ def cmd_tokenizer(args) -> int:
     files = resolve_paths(list(args.paths), extensions=args.extensions)
     start = time.perf_counter()
     tokenizer = train_bpe(stream_texts(files, max_bytes=args.max_bytes),
-                          vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+                          vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                          word_chars=args.word_chars)
     tokenizer.save(args.out)
     print(f"trained a byte-level BPE tokenizer of {tokenizer.vocab_size} ids on {len(files)} files "
           f"in {time.perf_counter() - start:.1f} s: {args.out}")

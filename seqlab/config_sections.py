@@ -154,11 +154,12 @@ class TokenizerConfig:
     kind: str = "byte"
     path: str | None = None
     vocab_size: int | None = None  # bpe
+    word_chars: int | None = None  # bpe: words of this many characters (DNA; caps memory)
     k: int | None = None  # kmer: bases per k-mer (default 3)
     overlap: bool | None = None  # kmer: one k-mer per position instead of every k bases
     soft_mask: bool | None = None  # dna, rna: lowercase keeps ids of its own
 
-    OPTIONS = {"vocab_size": ("bpe",), "k": ("kmer",), "overlap": ("kmer",),
+    OPTIONS = {"vocab_size": ("bpe",), "word_chars": ("bpe",), "k": ("kmer",), "overlap": ("kmer",),
                "soft_mask": ("dna", "rna")}
 
     def __post_init__(self):

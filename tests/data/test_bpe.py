@@ -114,3 +114,83 @@ def test_the_train_command(tmp_path, capsys):
     assert cli.main(["tokenizer", "train", str(tmp_path / "missing.txt"), "--vocab-size", "280",
                      "--out", str(out), "-q"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _dna(n: int, seed: int = 0) -> str:
+    import random
+    rng = random.Random(seed)
+    return "".join(rng.choice("ACGT") for _ in range(n))
+
+
+def test_words_of_k_characters_bound_the_tokens(tmp_path):
+    # A repeat of period 10: without words, merges would grow far past 6 characters.
+    tokenizer = train_bpe(stream_texts([_write(tmp_path / "g.txt", "ACGTTGCAAT" * 6_000)]),
+                          vocab_size=400, word_chars=6)
+    tokens = [tokenizer.inner.id_to_token(i) for i in range(len(SPECIALS), tokenizer.vocab_size)]
+    assert max(len(t) for t in tokens) == 6  # merges grew to whole words, never past them
+    dna = _dna(5_000, seed=1)
+    assert tokenizer.decode(tokenizer.encode_array(dna)) == dna
+    assert tokenizer.count_units(tokenizer.encode_array(dna)) == len(dna)
+    with pytest.raises(ConfigError, match="word_chars must be >= 2"):
+        train_bpe(["ACGT"], vocab_size=300, word_chars=1)
+
+
+MEMORY_PROBE = """
+import random, resource, sys
+from seqlab.data.bpe import stream_texts, train_bpe
+rng = random.Random(0)
+with open(sys.argv[1], "w") as f:
+    for _ in range(8):  # 8 MB of one unbroken line of DNA
+        f.write("".join(rng.choices("ACGT", k=1 << 20)))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+train_bpe(stream_texts([sys.argv[1]]), vocab_size=1024, word_chars=8)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_training_on_an_unbroken_dna_string_stays_under_its_memory_cap(tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "dna.txt")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # About 75 MB at word_chars 8 (the cap, whatever the size); without words 8 MB of
+    # DNA took 561 MB.
+    assert int(done.stdout.split()[-1]) < 200
+
+
+def test_fasta_and_gzip_files_are_read_as_their_sequences(tmp_path):
+    import gzip
+    fasta = ">chr1 a header\nACGTAC\nGGTT\n;a comment\n>chr2\nTTTT\n"
+    plain = _write(tmp_path / "g.fa", fasta)
+    packed = tmp_path / "g.fasta.gz"
+    packed.write_bytes(gzip.compress(fasta.encode()))
+    for path in (plain, packed):
+        assert "".join(stream_texts([path], block_bytes=5)) == "ACGTAC\nGGTT\nTTTT\n"
+    assert "".join(stream_texts([_write(tmp_path / "g.txt", fasta)])) == fasta  # not FASTA: kept
+
+
+def test_the_train_command_takes_word_chars(tmp_path, capsys):
+    out = tmp_path / "dna.json"
+    assert cli.main(["tokenizer", "train", str(_write(tmp_path / "g.fa", ">x\n" + _dna(20_000))),
+                     "--vocab-size", "300", "--word-chars", "5", "--out", str(out), "-q"]) == 0
+    vocab = tokenizers.Tokenizer.from_file(str(out)).get_vocab()
+    merged = [t for t in vocab if t not in SPECIALS and len(t) > 1]
+    assert merged and max(map(len, merged)) <= 5 and set("".join(merged)) <= set("ACGT")
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+@settings(max_examples=40, deadline=None)
+@given(lines=st.lists(st.sampled_from([">id one", ";note", "ACGT", "", "GG>T", "NNNNNNNNNNNN"]),
+                      max_size=12), block=st.integers(1, 9))
+def test_fasta_headers_are_dropped_whatever_the_blocks(tmp_path_factory, lines, block):
+    path = tmp_path_factory.mktemp("f") / "x.fa"
+    path.write_text("\n".join(lines))
+    kept = "".join(f"{line}\n" for line in lines[:-1] if line[:1] not in (">", ";"))
+    if lines and lines[-1][:1] not in (">", ";"):
+        kept += lines[-1]  # the last line, without a newline
+    assert "".join(stream_texts([path], block_bytes=block)) == kept
