@@ -35,12 +35,16 @@ def save_png(fig, path: Path) -> None:
 
 
 def plot_losses(records: list[dict], path: Path) -> None:
-    """Train and validation loss against step."""
-    fig = new_figure(7, 4)
+    """Train and validation loss against step; for a run fine-tuned from another, a
+    second panel with the pre-training objective's validation loss before (the line) and
+    at each evaluation (the rise is ``pretrain/forgetting``)."""
+    pretrain = [(r["step"], r["pretrain/loss"], r["pretrain/loss"] - r["pretrain/forgetting"])
+                for r in records if "pretrain/loss" in r and "pretrain/forgetting" in r]
+    fig = new_figure(7, 6.5 if pretrain else 4)
     if fig is None:
         logger.info("matplotlib is not installed; skipping %s", path)
         return
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(2, 1, 1) if pretrain else fig.add_subplot()
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and math.isfinite(r["loss"])]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if train:
@@ -52,6 +56,16 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     if train or val:
         ax.legend()
+    if pretrain:
+        steps, losses, before = zip(*pretrain)
+        low = fig.add_subplot(2, 1, 2, sharex=ax)
+        low.axhline(before[-1], color="gray", linestyle="--", label="before fine-tuning")
+        low.plot(steps, losses, "o-", color="tab:red",
+                 label=f"after (forgetting {losses[-1] - before[-1]:+.3f})")
+        low.set_xlabel("step")
+        low.set_ylabel("pre-training validation loss")
+        low.grid(alpha=0.3)
+        low.legend()
     fig.tight_layout()
     save_png(fig, path)
 

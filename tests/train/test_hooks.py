@@ -2,7 +2,9 @@
 frozen parameters, parameter groups with their own learning rates, a loss term added by
 a hook, extra evaluators; and exact gradient averaging, exact resume of example data."""
 
+import importlib.util
 import json
+import struct
 
 import pytest
 import torch
@@ -240,6 +242,11 @@ def test_forgetting_of_the_pretraining_objective_is_measured(examples, pretraine
         assert forgetting != 0.0
     logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "pretrain/forgetting" in r] == [3, 6]
+    # The loss plot gains a second panel: the pre-training loss against its baseline.
+    png = (tmp_path / "run" / "plots" / "loss.png").read_bytes()
+    if importlib.util.find_spec("matplotlib"):
+        width, height = struct.unpack(">II", png[16:24])
+        assert height > 1.5 * width * 4 / 7
 
 
 def test_forgetting_is_not_measured_without_the_pretraining_data(examples, pretrained, tmp_path,
