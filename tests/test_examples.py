@@ -30,7 +30,13 @@ CASES = {
         "config.yaml": ("code/train.jsonl", "code/val.jsonl", ["predict"]),
         "features.yaml": ("oscillators/train.npz", "oscillators/val.npz", ["predict"])}),
     "protein": (["--small"], {
-        "config.yaml": ("train.fasta", "val.fasta", ["predict"], {"data.tags_path": "ss.fasta"})}),
+        "config.yaml": ("train.fasta", "val.fasta", ["predict"], {"data.tags_path": "ss8.fasta"}),
+        "family.yaml": ("families/train.fasta", "families/val.fasta", ["predict"])}),
+    "dna": (["--small"], {
+        "config.yaml": ("genes/train.fasta", "genes/val.fasta", ["predict"],
+                        {"data.tags_path": "genes/regions.fasta"}),
+        "regress.yaml": ("promoters/train.fasta", "promoters/val.fasta", ["predict"],
+                         {"data.labels": "promoters/expression.csv"})}),
 }
 
 

@@ -9,6 +9,7 @@ bidirectional one from the mean over real positions.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -19,7 +20,8 @@ from seqlab.errors import ConfigError
 from seqlab.models.heads import POOLINGS, ClassifierHead, RegressionHead, TaggerHead
 from seqlab.plots import plot_confusion
 from seqlab.tasks.base import Objective, class_weights, register_objective
-from seqlab.tasks.metrics import ClassificationMetric, RegressionMetric, TaggingMetric, is_bio
+from seqlab.tasks.metrics import (ClassificationMetric, ReducedTaggingMetric, RegressionMetric,
+                                  TaggingMetric, is_bio)
 from seqlab.tasks.predict import LabelPipeline
 
 Weights = Union[str, list[float], dict[str, float], None]
@@ -61,16 +63,57 @@ class TagOptions:
     """``scheme``: ``auto`` (span-level F1 when the tags look like BIO), ``bio``,
     ``segments`` (every tag is a class whose maximal runs are segments: secondary
     structure, gene regions; segment F1 and SOV) or ``none``. ``class_weights`` as for
-    ``classify``."""
+    ``classify``.
+
+    ``reduce``: a mapping of tags to coarser classes, each class itself a tag (tags it
+    leaves out are their own class), for data scored at two levels: eight-state
+    secondary structure scored as Q8 and, with ``{G: H, I: H, B: E, T: C, S: C}``, as
+    Q3. Evaluation then adds the metrics of the reduced predictions (the argmax tag,
+    then mapped) under ``reduce_name``: ``q3_accuracy``, ``q3_f1/H``, and with
+    ``scheme: segments`` ``q3_segment_f1`` and ``q3_sov``."""
 
     scheme: str = "auto"
     class_weights: Weights = None
+    reduce: Union[dict[str, Union[str, int]], None] = None
+    reduce_name: str = "reduced"
 
     def __post_init__(self):
         if self.scheme not in ("auto", "bio", "segments", "none"):
             raise ConfigError(f"task_options.scheme must be auto, bio, segments or none, got "
                               f"{self.scheme!r}")
         _check_weights(self.class_weights)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", str(self.reduce_name)):
+            raise ConfigError(f"task_options.reduce_name must be letters and digits, starting "
+                              f"with a letter (q3), got {self.reduce_name!r}")
+        if self.reduce is None:
+            return
+        if not isinstance(self.reduce, dict) or not self.reduce:
+            raise ConfigError(f"task_options.reduce must be a mapping of tag to class, such as "
+                              f"{{G: H, T: C}}, got {self.reduce!r}")
+        self.reduce = {str(k): str(v) for k, v in self.reduce.items()}
+        for tag, cls in self.reduce.items():
+            if self.reduce.get(cls, cls) != cls:
+                raise ConfigError(f"task_options.reduce maps {tag} to {cls} and {cls} on to "
+                                  f"{self.reduce[cls]}; map each tag straight to its class")
+
+
+def reduction(mapping: dict[str, str], names: list) -> tuple[list, torch.Tensor]:
+    """The coarse classes of ``mapping`` (in the order of ``names``) and the class id of
+    each tag id.
+
+    Raises:
+        ConfigError: a key or a value of ``mapping`` is not one of the tags ``names``.
+    """
+    tags = [str(n) for n in names]
+    for key, value in mapping.items():
+        for what, tag in (("key", key), ("value", value)):
+            if tag not in tags:
+                raise ConfigError(f"task_options.reduce {what} {tag!r} is not a tag of the data; "
+                                  f"the tags are {', '.join(tags)}")
+    coarse = [mapping.get(t, t) for t in tags]
+    classes = [n for n, t in zip(names, tags) if t in coarse]
+    index = {str(c): i for i, c in enumerate(classes)}
+    return classes, torch.tensor([index[c] for c in coarse])
 
 
 @dataclass
@@ -137,6 +180,12 @@ class _Labelled(Objective):
                 file = "confusion.png" if name == "val" else f"confusion-{name}.png"
                 plot_confusion(confusion.tolist(), self.names, plots_dir / file,
                                title=f"{self.name}: {name}")
+            reduced = getattr(metric, "reduced", None)
+            if reduced is not None:
+                part = metric.prefix if name == "val" else f"{name}-{metric.prefix}"
+                plot_confusion(reduced.confusion.tolist(), reduced.names,
+                               plots_dir / f"confusion-{part}.png",
+                               title=f"{self.name}: {name}, {metric.prefix}")
 
 
 @register_objective("classify", ClassifyOptions, sources=("examples", "features"),
@@ -155,17 +204,24 @@ class Classify(_Labelled):
 
 @register_objective("tag", TagOptions, sources=("examples", "features"), label_kind="tags")
 class Tag(_Labelled):
-    """One label per position: accuracy, F1 per tag, and segment-level F1 for BIO tags."""
+    """One label per position: accuracy, F1 per tag, and segment-level F1 for BIO tags
+    or segments; with ``reduce``, all of it again on coarser classes."""
 
     def build_head(self, backbone) -> TaggerHead:
         cfg = self.config.model
         return TaggerHead(cfg.d_model, len(self.names), class_weights=self._weights(self.names),
                           dropout=cfg.dropout)
 
-    def metric(self) -> TaggingMetric:
-        scheme = self.options.scheme
-        spans = scheme == "bio" or (scheme == "auto" and is_bio(self.names))
-        return TaggingMetric(self.names, spans=spans, segments=scheme == "segments")
+    def metric(self) -> TaggingMetric | ReducedTaggingMetric:
+        scheme, names = self.options.scheme, self.names
+        spans = scheme == "bio" or (scheme == "auto" and is_bio(names))
+        if not self.options.reduce:
+            return TaggingMetric(names, spans=spans, segments=scheme == "segments")
+        classes, lookup = reduction(self.options.reduce, names)
+        return ReducedTaggingMetric(
+            names, classes, lookup, prefix=self.options.reduce_name, spans=spans,
+            segments=scheme == "segments",
+            class_spans=scheme == "bio" or (scheme == "auto" and is_bio(classes)))
 
 
 @register_objective("regress", RegressOptions, sources=("examples", "features"),

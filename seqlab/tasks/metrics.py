@@ -135,9 +135,14 @@ class TaggingMetric(Metric):
 
     def update(self, result: LossSum, batch: Batch) -> None:
         predicted = result.outputs.argmax(-1).cpu()  # (B, T)
-        targets = batch.targets.cpu()
-        real = (torch.ones_like(targets, dtype=torch.bool) if batch.padding_mask is None
-                else batch.padding_mask.cpu())
+        self.add(batch.targets.cpu(), predicted, _real(batch))
+
+    def add(self, targets: torch.Tensor, predicted: torch.Tensor, real: torch.Tensor) -> None:
+        """Count tag ids ``targets`` (IGNORE: unseen) against ``predicted`` where ``real``.
+
+        Shapes:
+            targets, predicted, real: (B, T).
+        """
         _add(self.confusion, targets[real], predicted[real])
         if self.spans or self.segments:
             names = [str(n) for n in self.names]
@@ -174,6 +179,57 @@ class TaggingMetric(Metric):
             out["unseen"] = float(unseen)
         out.update({f"f1/{name}": float(v) for name, v in zip(self.names, f1)})
         return out
+
+
+def _real(batch: Batch) -> torch.Tensor:
+    """Which positions of ``batch`` are real (not padding), (B, T)."""
+    if batch.padding_mask is None:
+        return torch.ones_like(batch.targets, dtype=torch.bool, device="cpu")
+    return batch.padding_mask.cpu()
+
+
+class ReducedTaggingMetric(Metric):
+    """Tagging metrics on the tags and again on coarser classes: eight-state secondary
+    structure scored as Q8 and, reduced to helix, strand and coil, as Q3. Predictions
+    are reduced after the argmax, as Q3 is computed from an eight-state predictor's
+    output. Everything of :class:`TaggingMetric` is reported for the tags as is, and
+    again under ``<prefix>_`` for the classes (``q3_accuracy``, ``q3_f1/H``, ``q3_sov``);
+    tags never seen in training stay misses there and are not counted twice as
+    ``unseen``.
+
+    Args:
+        names: the tag names in id order.
+        classes: the coarse class names in class id order.
+        lookup: the class id of each tag id, (C,).
+        prefix: what the coarse metrics' names start with.
+        spans, segments: as for :class:`TaggingMetric`, for the tags.
+        class_spans: BIO spans for the classes.
+    """
+
+    def __init__(self, names: list, classes: list, lookup: torch.Tensor, *, prefix: str,
+                 spans: bool, segments: bool, class_spans: bool = False):
+        if lookup.shape != (len(names),):
+            raise ShapeError(f"the reduction maps {tuple(lookup.shape)} tags, the data has "
+                             f"{len(names)}")
+        self.tags = TaggingMetric(names, spans=spans, segments=segments)
+        self.reduced = TaggingMetric(classes, spans=class_spans, segments=segments)
+        self.lookup, self.prefix = lookup.long(), prefix
+        self.confusion = self.tags.confusion  # the plots' matrix
+        self.directions = {**self.tags.directions,
+                           **{f"{prefix}_{k}": v for k, v in self.reduced.directions.items()}}
+
+    def update(self, result: LossSum, batch: Batch) -> None:
+        predicted = result.outputs.argmax(-1).cpu()  # (B, T)
+        targets, real = batch.targets.cpu(), _real(batch)
+        self.tags.add(targets, predicted, real)
+        unseen = targets == IGNORE
+        coarse = torch.where(unseen, IGNORE, self.lookup[targets.clamp(min=0)])
+        self.reduced.add(coarse, self.lookup[predicted], real)
+
+    def compute(self) -> dict[str, float]:
+        reduced = {f"{self.prefix}_{k}": v for k, v in self.reduced.compute().items()
+                   if k != "unseen"}
+        return {**self.tags.compute(), **reduced}
 
 
 class RegressionMetric(Metric):
