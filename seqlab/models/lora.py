@@ -7,6 +7,15 @@ and bias (so their names, and loading a base run into them, do not change) and a
 model starts as the base): ``y = x W^T + b + scale * (dropout(x) A^T) B^T`` with
 ``scale = alpha / rank``. ``merge_lora`` folds the adapters into plain Linears with the
 same outputs.
+
+Training runs that formula through :class:`_LoRAMatmul` when nothing stands between x
+and the adapter (no active dropout, no autocast): the same products, with the low-rank
+term accumulated straight into the base output by one ``addmm_`` and, backward, both
+paths' input gradients into one buffer. Written as separate ops, autograd makes three
+(N, out) temporaries forward (the update, its scaled copy, the sum), one more backward
+(the scaled gradient) and sums x's two gradients; at d_model 256 on CPU those memory
+passes took about as long as the layer's own matmuls (issue 10, ``benchmarks/bench_lora.py``).
+:func:`lora_reference` is the plain formula; it also serves dropout and autocast.
 """
 
 from __future__ import annotations
@@ -41,8 +50,11 @@ class LoRALinear(nn.Linear):
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
-        return F.linear(x, self.weight, self.bias) + self.scale * update
+        dropout = self.training and isinstance(self.lora_dropout, nn.Dropout)
+        if dropout or x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return lora_reference(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale,
+                                  dropout=self.lora_dropout)
+        return _LoRAMatmul.apply(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale)
 
     def merged(self) -> nn.Linear:
         """A plain Linear with the adapter folded into its weight."""
@@ -53,6 +65,59 @@ class LoRALinear(nn.Linear):
             if self.bias is not None:
                 out.bias.copy_(self.bias)
         return out
+
+
+def lora_reference(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor,
+                   lora_B: Tensor, scale: float, *, dropout: nn.Module | None = None) -> Tensor:
+    """``x W^T + b + scale * (dropout(x) A^T) B^T`` as plain autograd ops: the reference
+    for :class:`_LoRAMatmul`, and the path for adapter dropout and autocast."""
+    update = F.linear(F.linear(x if dropout is None else dropout(x), lora_A), lora_B)
+    return F.linear(x, weight, bias) + scale * update
+
+
+class _LoRAMatmul(torch.autograd.Function):
+    """:func:`lora_reference` without dropout, with hand-written backward.
+
+    Forward: ``y = addmm(b, x, W^T)`` then ``y += scale * u B^T`` in place, u = x A^T.
+    Backward, with g the output gradient and du = scale * g B (N x rank):
+    ``dx = g W + du A`` (one buffer), ``dA = du^T x``, ``dB = scale * g^T u``; W and b
+    get ``g^T x`` and ``sum(g)`` only when they require grad (a frozen base gets none).
+
+    Shapes:
+        x: (..., in) -> y: (..., out); inside, N = the product of the leading dims.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor,
+                lora_B: Tensor, scale: float) -> Tensor:
+        x2d = x.reshape(-1, x.shape[-1])  # (N, in)
+        u = x2d @ lora_A.t()  # (N, rank)
+        y = x2d @ weight.t() if bias is None else torch.addmm(bias, x2d, weight.t())  # (N, out)
+        y.addmm_(u, lora_B.t(), alpha=scale)
+        ctx.save_for_backward(x2d, u, weight, lora_A, lora_B)
+        ctx.scale, ctx.x_shape = scale, x.shape
+        return y.view(*x.shape[:-1], weight.shape[0])  # (..., out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x2d, u, weight, lora_A, lora_B = ctx.saved_tensors
+        need_x, need_w, need_b, need_A, need_B, _ = ctx.needs_input_grad
+        g = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        dx = dw = db = dA = dB = None
+        if need_x or need_A:
+            du = (g @ lora_B).mul_(ctx.scale)  # (N, rank)
+            if need_x:
+                dx = (g @ weight).addmm_(du, lora_A).view(ctx.x_shape)  # (..., in)
+            if need_A:
+                dA = du.t() @ x2d  # (rank, in)
+        if need_B:  # as (u^T g)^T: MKL runs g^T u (a transposed N x out operand) ~7x slower
+            dB = (u.t() @ g).mul_(ctx.scale).t()  # (out, rank)
+        if need_w:
+            dw = g.t() @ x2d  # (out, in)
+        if need_b:
+            db = g.sum(0)
+        return dx, dw, db, dA, dB, None
 
 
 def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float,

@@ -1,4 +1,5 @@
-"""LoRA fine-tuning: adapters start as the base and merge into it exactly; a LoRA run
+"""LoRA fine-tuning: adapters start as the base, follow x W^T + b + scale (x A^T) B^T in
+values and gradients (frozen weights get none) and merge into it exactly; a LoRA run
 trains only adapters and head, saves only them with its base's digest, loads, resumes
 exactly, refuses a changed base, merges into a standalone run and exports merged."""
 
@@ -12,7 +13,8 @@ import seqlab
 from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.export import ExportedModel, export_run
-from seqlab.models.lora import LoRALinear, apply_lora, merge_lora
+from seqlab.models.lora import LoRALinear, apply_lora, lora_reference, merge_lora
+from seqlab.tasks.causal_lm import build_language_model
 from seqlab.train.checkpoint import CheckpointManager
 from seqlab.train.trainer import Trainer
 from seqlab.weights_file import load_weights, read_header
@@ -29,6 +31,77 @@ def test_an_adapter_starts_as_its_base_and_merges_exactly():
         lora.lora_B.normal_()
     assert torch.allclose(lora.merged()(x), lora(x), atol=1e-6)
     assert not torch.allclose(lora(x), base(x))
+
+
+@pytest.mark.parametrize("shape, bias, train_base, rank, alpha", [
+    ((2, 5, 8), True, False, 2, 4.0),  # (B, T, D) through a frozen base, scale 2
+    ((7, 8), False, False, 3, 5.0),  # no bias, scale 5/3 (not a power of two)
+    ((2, 3, 8), True, True, 2, 3.0),  # a base that trains too (lora.train matching it)
+])
+def test_an_adapter_follows_the_formula_in_values_and_gradients(shape, bias, train_base, rank, alpha):
+    torch.manual_seed(0)
+    lora = LoRALinear(nn.Linear(8, 6, bias=bias), rank=rank, alpha=alpha)
+    with torch.no_grad():
+        lora.lora_B.normal_()  # nonzero, so the low-rank term counts
+    for p in (lora.weight, lora.bias):
+        if p is not None:
+            p.requires_grad_(train_base)
+    W, b = lora.weight.detach().clone(), None if lora.bias is None else lora.bias.detach().clone()
+    A, B = lora.lora_A.detach().clone(), lora.lora_B.detach().clone()
+    for t in (W, b, A, B):
+        if t is not None:
+            t.requires_grad_(True)
+    x = torch.randn(*shape, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    weights = torch.randn(*shape[:-1], 6)  # a loss whose gradient differs per element
+
+    y = lora(x)
+    y_ref = x_ref @ W.T + (0 if b is None else b) + (alpha / rank) * (x_ref @ A.T) @ B.T
+    torch.testing.assert_close(y, y_ref)
+    (y * weights).sum().backward()
+    (y_ref * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(lora.lora_A.grad, A.grad)
+    torch.testing.assert_close(lora.lora_B.grad, B.grad)
+    if train_base:
+        torch.testing.assert_close(lora.weight.grad, W.grad)
+        torch.testing.assert_close(lora.bias.grad, b.grad)
+    else:
+        assert lora.weight.grad is None and (lora.bias is None or lora.bias.grad is None)
+    with torch.no_grad():
+        torch.testing.assert_close(lora.merged()(x), y)
+
+
+def test_an_adapter_under_dropout_or_autocast_takes_the_plain_path():
+    torch.manual_seed(0)
+    lora = LoRALinear(nn.Linear(8, 6), rank=2, alpha=4.0, dropout=0.5)
+    with torch.no_grad():
+        lora.lora_B.normal_()
+    x = torch.randn(4, 8)
+    plain = lora_reference(x, lora.weight, lora.bias, lora.lora_A, lora.lora_B, lora.scale)
+    torch.testing.assert_close(lora.eval()(x), plain)  # eval: dropout is off, the fast path
+    torch.manual_seed(1)
+    dropped = lora.train()(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(dropped, lora_reference(x, lora.weight, lora.bias, lora.lora_A,
+                                                       lora.lora_B, lora.scale, dropout=lora.lora_dropout))
+    assert not torch.allclose(dropped, plain)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = lora.eval()(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), plain, atol=5e-2, rtol=5e-2)
+
+
+def test_adapted_models_give_frozen_weights_no_gradients():
+    config = RunConfig.from_dict({"model": {"preset": "gpt-tiny", "vocab_size": 11, "d_model": 32,
+                                            "n_layers": 2, "context_length": 8}})
+    torch.manual_seed(0)
+    model = build_language_model(config)
+    apply_lora(model, rank=2, alpha=4, dropout=0.0, targets=config.lora.targets, train=[])
+    ids = torch.randint(0, 11, (2, 8))
+    model(ids, targets=ids).loss.backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) == (".lora_" in name), name
 
 
 def test_targets_that_match_nothing_are_refused():
