@@ -12,6 +12,7 @@ one new base).
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
@@ -69,6 +70,16 @@ class AlphabetTokenizer(Tokenizer):
         ascii_ = points < 128
         ids[ascii_] = self._table[points[ascii_]]
         return ids
+
+    def unknown_letters(self, text: str) -> Counter:
+        """The letters of ``text`` that encode as ``<unk>``, with their counts."""
+        points = _letters(text)
+        return Counter(map(chr, points[self.encode_array(text) == self.unk_id].tolist()))
+
+    @property
+    def valid_letters(self) -> str:
+        """What a sequence may hold (lowercase too, unless soft-masking gives it ids)."""
+        return self.letters
 
     def decode(self, ids: IdsLike, *, skip_special: bool = True) -> str:
         arr = _decode_input(self, ids)
@@ -223,6 +234,15 @@ class KmerTokenizer(Tokenizer):
             elif not skip_special:
                 pieces.append(self.special_tokens[i - len(self.kmers) - 4])
         return "".join(pieces)
+
+    def unknown_letters(self, text: str) -> Counter:
+        """The letters of ``text`` other than A, C, G, T (any case): each makes its k-mers
+        ``<unk>``."""
+        points = _letters(text)
+        bases = np.where(points < 128, self._base[np.minimum(points, 127)], 4)
+        return Counter(map(chr, points[bases == 4].tolist()))
+
+    valid_letters = "ACGT"
 
     def count_units(self, ids: IdsLike) -> int:
         """Bases the ids stand for: k per non-overlapping k-mer, one per single base, and

@@ -20,7 +20,8 @@ from typing import Union
 
 import numpy as np
 
-from seqlab.data.examples import ExampleSet, build_examples, raw_label, record_texts, record_tokens
+from seqlab.data.examples import (UNKNOWN_POLICIES, ExampleSet, build_examples, raw_label,
+                                  record_texts, record_tokens, report_unknown)
 from seqlab.data.features import SUFFIXES, as_sequence, labels_from_file, read_sequences
 from seqlab.data.labels import LabelSpace, parse_number, split_tags
 from seqlab.data.records import FORMATS, Record, field_of, read_records
@@ -70,7 +71,12 @@ class ExamplesOptions(ExampleOptions):
     each record's ``label_field`` by ``id_field``; ``tags_path``, a FASTA file whose
     records (the same ids) spell each example's per-position tags, one letter per
     residue (secondary structure files are laid out so). A labels or tags file covers
-    the records of ``path``, ``val_path`` and ``eval_sets`` alike."""
+    the records of ``path``, ``val_path`` and ``eval_sets`` alike, so its ids that name
+    no record of one of them are not an error; a record without an entry is.
+
+    ``unknown``: letters outside a protein, dna, rna or kmer tokenizer's alphabet read
+    as ``<unk>`` with one warning per file (``warn``), or stop with an error naming the
+    record (``error``)."""
 
     format: str = "auto"
     text_field: str = "text"
@@ -83,12 +89,16 @@ class ExamplesOptions(ExampleOptions):
     # DNA/RNA: each training example reads as its reverse complement with probability
     # 1/2 (a choice seeded by step, so resume stays exact).
     reverse_complement: bool = False
+    unknown: str = "warn"
 
     def __post_init__(self):
         super().__post_init__()
         if self.format not in ("auto", *FORMATS):
             raise ConfigError(f"data.format must be one of auto, {', '.join(FORMATS)}, "
                               f"got {self.format!r}")
+        if self.unknown not in UNKNOWN_POLICIES:
+            raise ConfigError(f"data.unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got "
+                              f"{self.unknown!r}")
 
 
 @dataclass
@@ -280,20 +290,37 @@ def attach_labels(records: list[Record], o: ExamplesOptions) -> None:
                                 f"in {r.fields['description']!r}")
             r.fields[field] = match.group(1)
         return
-    if o.labels:
-        by_id = {str(field_of(x, o.id_field, "id")): field_of(x, field, "label")
-                 for x in read_records(Path(o.labels), o.labels_format)}
-    else:
-        by_id = {str(x.fields["id"]): x.fields["text"] for x in read_records(Path(o.tags_path), "auto")}
-    for r in records:
-        key = str(field_of(r, o.id_field, "id"))
-        if key not in by_id:
-            raise DataError(f"{r.where}: {o.labels or o.tags_path} has no entry for {key!r}")
+    source = o.labels or o.tags_path
+    entries = (read_records(Path(o.labels), o.labels_format) if o.labels else
+               read_records(Path(o.tags_path), "auto"))
+    by_id, first_at = {}, {}
+    for x in entries:
+        key = str(field_of(x, "id" if o.tags_path else o.id_field, "id"))
+        if key in by_id:
+            raise DataError(f"{x.where}: id {key!r} appears twice in {source} (first at "
+                            f"{first_at[key]}); give each record one entry")
+        by_id[key] = x.fields["text"] if o.tags_path else field_of(x, field, "label")
+        first_at[key] = x.where
+    keys = [str(field_of(r, o.id_field, "id")) for r in records]
+    missing = [(r, key) for r, key in zip(records, keys) if key not in by_id]
+    if missing:
+        r, key = missing[0]
+        named = set(keys)
+        unused = [k for k in by_id if k not in named]
+        raise DataError(f"{r.where}: {source} has no entry for {key!r}; {len(missing)} of "
+                        f"{len(records)} records have none ({_few(k for _, k in missing)}), and "
+                        f"its ids that name no record here are: {_few(unused) or 'none'}")
+    for r, key in zip(records, keys):
         value = by_id[key]
         if o.tags_path and len(value) != len(str(r.fields.get(o.text_field, ""))):
             raise DataError(f"{r.where}: its tags in {o.tags_path} are {len(value)} long, the "
                             f"sequence {len(str(r.fields.get(o.text_field, '')))}")
         r.fields[field] = value
+
+
+def _few(names, show: int = 3) -> str:
+    names = list(names)
+    return ", ".join(map(repr, names[:show])) + (f" ... ({len(names)})" if len(names) > show else "")
 
 
 @register_source("examples", ExamplesOptions, labels=(None, "class", "tags", "number"),
@@ -343,6 +370,8 @@ class ExamplesSource(ExampleSource):
             attach_labels(records, o)
         rows = [record_tokens(r, self.tokenizer, text_field=o.text_field,
                               tokens_field=o.tokens_field) for r in records]
+        if o.tokens_field is None:
+            report_unknown(records, rows, self.tokenizer, text_field=o.text_field, policy=o.unknown)
         raw = _labelled(records, labelled, self.ctx.label_kind, o.label_field)
         return rows, raw, [r.where for r in records]
 

@@ -7,6 +7,8 @@ gathers its rows and pads them (``seqlab.data.batch.pad``).
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +20,9 @@ from seqlab.data.labels import LabelSpace, parse_number, split_tags
 from seqlab.data.records import Record, field_of
 from seqlab.data.tokenizers import IdsTokenizer, Tokenizer
 from seqlab.errors import DataError
+
+logger = logging.getLogger("seqlab")
+UNKNOWN_POLICIES = ("warn", "error")
 
 
 @dataclass
@@ -120,6 +125,43 @@ def record_tokens(record: Record, tokenizer: Tokenizer, *, text_field: str,
             raise DataError(f"{record.where}: {e}") from None
     raise DataError(f"{record.where}: field {tokens_field!r} must be a list of ids or ids "
                     f"separated by spaces, got {type(value).__name__}")
+
+
+def report_unknown(records: list[Record], rows: list[np.ndarray], tokenizer: Tokenizer, *,
+                   text_field: str, policy: str = "warn") -> None:
+    """Letters outside a residue tokenizer's alphabet, read as ``<unk>``: one warning per
+    file (how many, in how many records, which letters), or with ``policy`` ``error`` a
+    DataError naming the first record that has one. Tokenizers without a fixed alphabet
+    (no ``unknown_letters``) are not checked; nor are pre-tokenised records."""
+    unknown_letters = getattr(tokenizer, "unknown_letters", None)
+    if unknown_letters is None or tokenizer.unk_id is None:
+        return
+    per_file: dict[str, tuple[Counter, list[str]]] = {}
+    for record, row in zip(records, rows):
+        text = record.fields.get(text_field)
+        if not isinstance(text, str) or not (row == tokenizer.unk_id).any():
+            continue
+        letters = unknown_letters(text)
+        if not letters:
+            continue
+        if policy == "error":
+            raise DataError(f"{record.where}: {_letters_seen(letters)} outside the "
+                            f"{tokenizer.kind} alphabet ({tokenizer.valid_letters}); "
+                            "data.unknown: warn reads them as <unk>")
+        counts, wheres = per_file.setdefault(record.file or record.where, (Counter(), []))
+        counts.update(letters)
+        wheres.append(record.where)
+    totals = Counter(record.file or record.where for record in records) if per_file else {}
+    for file, (counts, wheres) in per_file.items():
+        logger.warning("%s: %d letters outside the %s alphabet, read as <unk>, in %d of its %d "
+                       "records (first %s): %s", file, sum(counts.values()), tokenizer.kind,
+                       len(wheres), totals[file], wheres[0], _letters_seen(counts))
+
+
+def _letters_seen(counts: Counter, show: int = 6) -> str:
+    most = counts.most_common()
+    text = ", ".join(f"{letter!r} x{n}" for letter, n in most[:show])
+    return text + (f" and {len(most) - show} more" if len(most) > show else "")
 
 
 def record_texts(records: list[Record], *, text_field: str, tokens_field: str | None):

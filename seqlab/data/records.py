@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "c
 class Record:
     fields: dict[str, Any]
     where: str  # "file:line"
+    file: str | None = None  # the file alone, to report once per file
 
 
 def record_format(path: Path, fmt: str = "auto") -> str:
@@ -76,7 +78,8 @@ def _sequences(path: Path, fmt: str) -> list[Record]:
         from Bio import SeqIO
     except ImportError:
         raise DataError(f"{path}: reading {fmt.upper()} needs Biopython: pip install biopython") from None
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    zipped = path.suffix.lower() == ".gz"
+    opener = gzip.open if zipped else open
     records = []
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
@@ -84,10 +87,15 @@ def _sequences(path: Path, fmt: str) -> list[Record]:
                 fields = {"id": rec.id, "description": rec.description, "text": str(rec.seq)}
                 if fmt == "fastq":
                     fields["quality"] = rec.letter_annotations["phred_quality"]
-                records.append(Record(fields, f"{path}: record {n} ({rec.id})"))
-    except (ValueError, UnicodeDecodeError, EOFError, OSError) as e:
-        where = f"record {len(records) + 1}" if records or fmt == "fastq" else "the start"
+                records.append(Record(fields, f"{path}: record {n} ({rec.id})", str(path)))
+    except (ValueError, UnicodeDecodeError, EOFError, OSError, zlib.error) as e:
         first = " ".join(str(e).split("\n\n")[0].split())
+        if zipped and isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)):
+            after = (f"after record {len(records)} ({records[-1].fields['id']})" if records
+                     else "before its first record")
+            raise DataError(f"{path}: not readable gzip (truncated or corrupt) {after}: "
+                            f"{first}") from None
+        where = f"record {len(records) + 1}" if records or fmt == "fastq" else "the start"
         raise DataError(f"{path}: not valid {fmt.upper()} at {where}: {first}") from None
     return records
 
@@ -106,7 +114,7 @@ def _jsonl(path: Path, text: str) -> list[Record]:
         if not isinstance(value, dict):
             raise DataError(f"{path}:{n}: each line must be a JSON object, got "
                             f"{type(value).__name__}")
-        records.append(Record(value, f"{path}:{n}"))
+        records.append(Record(value, f"{path}:{n}", str(path)))
     return records
 
 
@@ -127,7 +135,7 @@ def _delimited(path: Path, text: str, fmt: str) -> list[Record]:
         if len(row) != len(header):
             raise DataError(f"{path}:{n}: {len(row)} columns, but the header has {len(header)} "
                             f"({', '.join(header)})")
-        records.append(Record(dict(zip(header, row)), f"{path}:{n}"))
+        records.append(Record(dict(zip(header, row)), f"{path}:{n}", str(path)))
     return records
 
 

@@ -136,6 +136,11 @@ class Trainer(RunPersistence):
                                  targets=lora.targets, train=lora.train)
             logger.info("lora: rank-%d adapters on %d modules (%s)", lora.rank, len(adapted),
                         ", ".join(adapted[:4]) + (" ..." if len(adapted) > 4 else ""))
+            asked = any("mixer" in target for target in lora.targets)
+            if asked and not any(".mixer." in name for name in adapted):
+                logger.warning("lora: the %s mixer has no Linear projections that lora.targets "
+                               "match; only %s carry adapters", self.config.model.mixer,
+                               ", ".join(sorted({name.rsplit(".", 1)[-1] for name in adapted})))
         if self.ranks.enabled:  # the same initial weights, then each rank its own dropout
             torch.manual_seed(seed_for_rank(self.config.seed, self.ranks.rank))
         self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
