@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the run's validation split)")
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--reverse-complement", action="store_true",
+                   help="score outputs averaged over both strands (runs with a dna or rna tokenizer)")
     _add_common(p)
 
     p = sub.add_parser("predict", help="predictions of a classify, tag or regress run for a data file")
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(labels are not needed)")
     p.add_argument("--out", required=True, help="where to write the predictions: .csv, .tsv or .jsonl")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--reverse-complement", action="store_true",
+                   help="average each prediction over both strands (runs with a dna or rna tokenizer)")
     _add_common(p)
 
     p = sub.add_parser("fill-mask", help="the likeliest tokens for each <mask> (masked_lm runs)")
@@ -276,8 +280,16 @@ def cmd_generate(args) -> int:
 def cmd_eval(args) -> int:
     import seqlab
 
-    metrics = seqlab.load(args.run_dir, device=args.device).evaluate(
-        args.data, max_batches=args.max_batches)
+    from seqlab.errors import ConfigError
+
+    run = seqlab.load(args.run_dir, device=args.device)
+    strands = {}
+    if args.reverse_complement:
+        if run.config.task not in ("classify", "tag", "regress"):
+            raise ConfigError(f"--reverse-complement averages classify, tag and regress runs, "
+                              f"not {run.config.task}")
+        strands = {"reverse_complement": True}
+    metrics = run.evaluate(args.data, max_batches=args.max_batches, **strands)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
     return 0
@@ -286,7 +298,8 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     import seqlab
 
-    n = seqlab.load(args.run_dir, device=args.device).predict_file(args.data, args.out)
+    n = seqlab.load(args.run_dir, device=args.device).predict_file(
+        args.data, args.out, reverse_complement=args.reverse_complement)
     print(f"wrote {n} predictions to {args.out}")
     return 0
 

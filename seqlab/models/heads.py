@@ -80,6 +80,12 @@ class Head(nn.Module):
         """Class probabilities (softmax over the last dimension); regression overrides."""
         return outputs.float().softmax(-1)
 
+    def loss_from_outputs(self, outputs: Tensor, targets: Tensor,
+                          padding_mask: Tensor | None = None) -> LossSum:
+        """The loss of outputs this head's ``forward`` gave (or an average of several, as
+        strand averaging makes), where ``loss`` starts from hidden states."""
+        raise ConfigError(f"the {type(self).__name__} scores only from hidden states")
+
 
 def _cross_entropy_sum(logits: Tensor, targets: Tensor, outputs: Tensor | None = None) -> LossSum:
     """Summed cross-entropy over targets that are not IGNORE, and their count."""
@@ -178,8 +184,10 @@ class ClassifierHead(_WeightedClasses):
         return self.proj(self.dropout(pool(hidden, padding_mask, self.pooling)))  # (B, C)
 
     def loss(self, hidden, targets, padding_mask=None, **extras) -> LossSum:
-        logits = self.forward(hidden, padding_mask)
-        return self._weighted(logits, targets, logits)
+        return self.loss_from_outputs(self.forward(hidden, padding_mask), targets)
+
+    def loss_from_outputs(self, outputs, targets, padding_mask=None) -> LossSum:
+        return self._weighted(outputs, targets, outputs)  # outputs: (B, C)
 
 
 @HEADS.register("tag")
@@ -201,8 +209,12 @@ class TaggerHead(_WeightedClasses):
             targets = targets.masked_fill(~padding_mask, IGNORE)
             # zeroed, so that nothing stored at padding reaches the loss or the gradients
             hidden = hidden.masked_fill(~padding_mask.unsqueeze(-1), 0.0)
-        logits = self.forward(hidden)
-        return self._weighted(logits.flatten(0, 1), targets.flatten(), logits)
+        return self.loss_from_outputs(self.forward(hidden), targets)
+
+    def loss_from_outputs(self, outputs, targets, padding_mask=None) -> LossSum:
+        if padding_mask is not None:
+            targets = targets.masked_fill(~padding_mask, IGNORE)
+        return self._weighted(outputs.flatten(0, 1), targets.flatten(), outputs)  # (B, T, C)
 
 
 @HEADS.register("regress")
@@ -247,6 +259,12 @@ class RegressionHead(Head):
         total = error.square().sum() if self.loss_kind == "mse" else error.abs().sum()
         outputs = standard.detach() * self.target_std + self.target_mean
         return LossSum(total, float(error.numel()), outputs)
+
+    def loss_from_outputs(self, outputs, targets, padding_mask=None) -> LossSum:
+        """Outputs in the targets' units (B, K), scored as ``loss`` scores them."""
+        error = (outputs.float() - targets.float()) / self.target_std
+        total = error.square().sum() if self.loss_kind == "mse" else error.abs().sum()
+        return LossSum(total, float(error.numel()), outputs.detach())
 
     def predict(self, outputs: Tensor) -> Tensor:
         return outputs.float()

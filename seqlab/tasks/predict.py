@@ -21,6 +21,7 @@ from seqlab.data.batch import Batch
 from seqlab.errors import ConfigError
 from seqlab.io import atomic_write
 from seqlab.tasks.pipeline import Pipeline
+from seqlab.tasks.strand import StrandAveraged
 
 OUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -33,13 +34,14 @@ class LabelPipeline(Pipeline):
     """A trained classify, tag or regress run: ``.predict``, ``.predict_file``, ``.evaluate``."""
 
     @torch.no_grad()
-    def _outputs(self, batches: Iterable[Batch]) -> dict[int, dict]:
+    def _outputs(self, batches: Iterable[Batch], *, reverse_complement: bool = False) -> dict[int, dict]:
         rows: dict[int, dict] = {}
         kind = self.config.task
         names = self.labels.names
+        model = self._strand_model() if reverse_complement else self.model
         for batch in batches:
             batch = batch.to(self.device)
-            out = self.model(batch.inputs, padding_mask=batch.padding_mask).logits
+            out = model(batch.inputs, padding_mask=batch.padding_mask).logits
             pred = self.model.head.predict(out).cpu()
             mask = batch.padding_mask.cpu() if batch.padding_mask is not None else None
             for row, index in enumerate(batch.index.tolist()):
@@ -64,51 +66,52 @@ class LabelPipeline(Pipeline):
         """Predictions for one input or a list of them: texts (or lists of token ids) for
         token runs, arrays of shape (time, features) for feature runs.
 
-        ``reverse_complement`` (DNA/RNA classify and regress runs): each sequence and its
-        reverse complement are predicted, and the probabilities (or values) averaged,
-        which makes the prediction the same for either strand."""
+        ``reverse_complement`` (runs with a dna or rna tokenizer): each sequence is read on
+        both strands and the outputs averaged (per position, in the given strand's order,
+        for tags), so either strand of a molecule gets the same prediction."""
         single = isinstance(inputs, str) or (hasattr(inputs, "ndim") and inputs.ndim <= 2)
         items = [inputs] if single else list(inputs)
         if not items:
             return []
         self._resize(batch_size=batch_size)
-        rows = self._outputs(self.objective.source.from_inputs(items)())
+        rows = self._outputs(self.objective.source.from_inputs(items)(),
+                             reverse_complement=reverse_complement)
         result = [rows[i] for i in range(len(items))]
-        if reverse_complement:
-            result = self._strand_average(items, result)
         return result[0] if single else result
 
-    def _strand_average(self, items: list, forward: list[dict]) -> list[dict]:
-        flip = getattr(self.tokenizer, "reverse_complement", None)
-        if flip is None or self.config.task == "tag" or not all(isinstance(i, str) for i in items):
-            raise ConfigError("reverse_complement averages classify and regress predictions of "
-                              "DNA or RNA texts (a dna or rna tokenizer)")
-        rows = self._outputs(self.objective.source.from_inputs([flip(i) for i in items])())
-        out = []
-        for i, a in enumerate(forward):
-            b = rows[i]
-            if "probabilities" in a:
-                probs = {k: round((a["probabilities"][k] + b["probabilities"][k]) / 2, 6)
-                         for k in a["probabilities"]}
-                best = max(probs, key=probs.get)
-                label = next(n for n in self.labels.names if str(n) == best)
-                out.append({"label": _plain(label), "probabilities": probs})
-            elif "value" in a:
-                out.append({"value": (a["value"] + b["value"]) / 2})
-            else:
-                out.append({"values": {k: (v + b["values"][k]) / 2 for k, v in a["values"].items()}})
-        return out
+    def evaluate(self, data=None, *, max_batches: int | None = None,
+                 batch_size: int | None = None, reverse_complement: bool = False) -> dict[str, float]:
+        """The objective's metrics on ``data`` (default: the run's validation split);
+        ``reverse_complement`` scores the strand-averaged outputs (see ``predict``)."""
+        if not reverse_complement:
+            return super().evaluate(data, max_batches=max_batches, batch_size=batch_size)
+        model = self.model
+        self.model = self._strand_model()
+        try:
+            return super().evaluate(data, max_batches=max_batches, batch_size=batch_size)
+        finally:
+            self.model = model
 
-    def predict_file(self, data, out: str | Path) -> int:
+    def _strand_model(self) -> StrandAveraged:
+        complement = getattr(self.tokenizer, "complement_ids", None)
+        if complement is None:
+            raise ConfigError(f"reverse-complement averaging needs a run with a dna or rna "
+                              f"tokenizer (one token per base), this run's is "
+                              f"{getattr(self.tokenizer, 'kind', None)!r}")
+        keep_first = int(self.objective.source.ctx.add_bos and self.tokenizer.bos_id is not None)
+        return StrandAveraged(self.model, complement(), keep_first=keep_first,
+                              per_position=self.config.task == "tag").to(self.device).eval()
+
+    def predict_file(self, data, out: str | Path, *, reverse_complement: bool = False) -> int:
         """Predict every example in ``data`` and write ``out`` (.csv, .tsv or .jsonl);
-        returns how many rows were written."""
+        returns how many rows were written. ``reverse_complement``: as for ``predict``."""
         out = Path(out)
         fmt = OUT_FORMATS.get(out.suffix.lower())
         if fmt is None:
             raise ConfigError(f"cannot tell the output format of {out}: name it .csv, .tsv or "
                               ".jsonl")
         batches = self.objective.source.read(data, labelled=False)
-        rows = self._outputs(batches())
+        rows = self._outputs(batches(), reverse_complement=reverse_complement)
         names = self.objective.source.names(data)
         ordered = [{"id": names[i] if i < len(names) else str(i), **rows[i]} for i in sorted(rows)]
         atomic_write(out, _jsonl(ordered) if fmt == "jsonl" else _delimited(ordered, fmt))
