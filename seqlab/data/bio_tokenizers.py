@@ -36,6 +36,16 @@ def _letters(text: str) -> np.ndarray:
     return np.frombuffer("".join(text.split()).encode("utf-32-le"), dtype="<u4")
 
 
+def _letter_positions(text: str) -> np.ndarray:
+    """Where in ``text`` each letter of :func:`_letters` stands (whitespace skipped)."""
+    return np.array([i for i, c in enumerate(text) if not c.isspace()], dtype=np.int64)
+
+
+def _spans(positions: np.ndarray, first: np.ndarray, last: np.ndarray) -> list[tuple[int, int]]:
+    """Character spans of ids spelling letters ``first[j]..last[j]`` (inclusive)."""
+    return list(zip(positions[first].tolist(), (positions[last] + 1).tolist()))
+
+
 class AlphabetTokenizer(Tokenizer):
     """One id per letter of ``alphabet`` (see the module docstring)."""
 
@@ -70,6 +80,11 @@ class AlphabetTokenizer(Tokenizer):
         ascii_ = points < 128
         ids[ascii_] = self._table[points[ascii_]]
         return ids
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """One id per letter; whitespace has none."""
+        positions = _letter_positions(text)
+        return list(zip(positions.tolist(), (positions + 1).tolist()))
 
     def unknown_letters(self, text: str) -> Counter:
         """The letters of ``text`` that encode as ``<unk>``, with their counts."""
@@ -234,6 +249,22 @@ class KmerTokenizer(Tokenizer):
             elif not skip_special:
                 pieces.append(self.special_tokens[i - len(self.kmers) - 4])
         return "".join(pieces)
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Each k-mer spans its k letters (whitespace between them included), a single
+        base its own; an overlapping k-mer starts at its first base."""
+        positions = _letter_positions(text)
+        k, n = self.k, len(positions)
+        if n < k:
+            first = np.arange(n) if self.overlap else np.zeros(0, np.int64)
+            last = first
+        else:
+            first = np.arange(0, n - k + 1, 1 if self.overlap else k)
+            last = first + k - 1
+        if not self.overlap and n % k:  # the bases left over, one by one
+            tail = np.arange((n // k) * k, n)
+            first, last = np.concatenate([first, tail]), np.concatenate([last, tail])
+        return _spans(positions, first, last)
 
     def unknown_letters(self, text: str) -> Counter:
         """The letters of ``text`` other than A, C, G, T (any case): each makes its k-mers

@@ -94,6 +94,13 @@ class BPETokenizer(Tokenizer):
             data = bytes(data).decode("utf-8", "replace")
         return np.asarray(self.inner.encode(data, add_special_tokens=False).ids, dtype=np.int32)
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """The ``tokenizers`` library's offsets: characters of ``text``, not bytes. A
+        character whose UTF-8 bytes are split over several tokens is named by each of
+        them (``"→"`` may read as two tokens, both ``(i, i + 1)``), and a token that
+        starts inside a character starts at it."""
+        return list(self.inner.encode(text, add_special_tokens=False).offsets)
+
     def decode(self, ids: IdsLike, *, skip_special: bool = True) -> str:
         self.check_ids(ids)
         arr = _index_array(ids)

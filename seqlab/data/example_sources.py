@@ -21,7 +21,7 @@ from typing import Union
 import numpy as np
 
 from seqlab.data.examples import (UNKNOWN_POLICIES, ExampleSet, build_examples, raw_label,
-                                  record_texts, record_tokens, report_unknown)
+                                  record_texts, record_tokens, report_unknown, tags_per_token)
 from seqlab.data.features import SUFFIXES, as_sequence, labels_from_file, read_sequences
 from seqlab.data.labels import LabelSpace, parse_number, split_tags
 from seqlab.data.records import FORMATS, Record, field_of, read_records
@@ -70,7 +70,11 @@ class ExamplesOptions(ExampleOptions):
     record's ``description`` (a FASTA header); ``labels``, a CSV/TSV/JSONL file giving
     each record's ``label_field`` by ``id_field``; ``tags_path``, a FASTA file whose
     records (the same ids) spell each example's per-position tags, one letter per
-    residue (secondary structure files are laid out so). A labels or tags file covers
+    residue (secondary structure files are laid out so). Tags are one per token, or one
+    per character of the text when the tokenizer reads several characters as one token
+    (bpe, kmer) or one character as several (bytes of non-ASCII text): each token then
+    takes the tag of its first character that is not whitespace
+    (``seqlab.data.examples.align_tags``). A labels or tags file covers
     the records of ``path``, ``val_path`` and ``eval_sets`` alike, so its ids that name
     no record of one of them are not an error; a record without an entry is.
 
@@ -373,6 +377,9 @@ class ExamplesSource(ExampleSource):
         if o.tokens_field is None:
             report_unknown(records, rows, self.tokenizer, text_field=o.text_field, policy=o.unknown)
         raw = _labelled(records, labelled, self.ctx.label_kind, o.label_field)
+        if raw is not None and self.ctx.label_kind == "tags":
+            raw = tags_per_token(records, rows, raw, self.tokenizer, text_field=o.text_field,
+                                 tokens_field=o.tokens_field)
         return rows, raw, [r.where for r in records]
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from seqlab.data.batch import IGNORE, Batch, pad
-from seqlab.data.labels import LabelSpace, parse_number, split_tags
+from seqlab.data.labels import NO_TAG, LabelSpace, parse_number, split_tags
 from seqlab.data.records import Record, field_of
 from seqlab.data.tokenizers import IdsTokenizer, Tokenizer
 from seqlab.errors import DataError
@@ -184,6 +184,91 @@ def raw_label(record: Record, kind: str, label_field: str | list[str]) -> object
     if isinstance(value, str) and not value.strip():
         raise DataError(f"{record.where}: the label field {label_field!r} is empty")
     return value
+
+
+def align_tags(tags: Sequence, offsets: Sequence[tuple[int, int]], text: str) -> list:
+    """One tag per token from one tag per character of ``text``, the characters of each
+    token given by ``offsets`` (``Tokenizer.offsets``).
+
+    The rule: a token takes the tag of its first character that is not whitespace, or of
+    its first character when all of them are whitespace. Byte-level BPE folds the space
+    before a word into the word (``" return"``), which so takes the word's tag, not the
+    space's. The pieces of one character split over several tokens (the UTF-8 bytes of
+    ``"→"``) each take its tag. A token that stands for no character (``start == end``)
+    gets ``NO_TAG``, the ignore index.
+    """
+    out = []
+    for start, end in offsets:
+        if start >= end:
+            out.append(NO_TAG)
+            continue
+        first = next((i for i in range(start, end) if not text[i].isspace()), start)
+        out.append(tags[first])
+    return out
+
+
+def tags_per_token(records: list[Record], rows: list[np.ndarray], raw: list[list],
+                   tokenizer: Tokenizer, *, text_field: str, tokens_field: str | None) -> list:
+    """The tags of each record, one per token of ``rows``.
+
+    A record's tags are one per token when their count is the token count (as given),
+    or one per character of its text when their count is the text's length and the
+    tokenizer gives character offsets: they are then aligned with :func:`align_tags`.
+    A record that fits both (as many tokens as characters) is read as the others of its
+    file: per character when some record of the file fits only per character and none
+    only per token; per token otherwise. One INFO line per file says how many records
+    were aligned.
+
+    Raises:
+        DataError: tags that fit neither count, naming the record, the number of tags,
+            the text's characters and its tokens.
+    """
+    texts = [None if tokens_field is not None else record.fields.get(text_field)
+             for record in records]
+    aligns = tokens_field is None and tokenizer.offsets("") is not None
+    fits = []  # per record: (fits per token, fits per character)
+    for record, row, tags, text in zip(records, rows, raw, texts):
+        per_token, per_char = len(tags) == len(row), text is not None and len(tags) == len(text)
+        if not (per_token or (per_char and aligns)):
+            raise DataError(_tags_mismatch(record.where, len(tags), row, text, tokenizer, aligns))
+        fits.append((per_token, per_char and aligns))
+    by_file: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        by_file.setdefault(record.file or record.where, []).append(i)
+    out = list(raw)
+    for file, indices in by_file.items():
+        only_chars = any(fits[i] == (False, True) for i in indices)
+        only_tokens = any(fits[i] == (True, False) for i in indices)
+        aligned = 0
+        for i in indices:
+            per_token, per_char = fits[i]
+            if per_char and (not per_token or (only_chars and not only_tokens)):
+                offsets = tokenizer.offsets(texts[i])
+                if len(offsets) != len(rows[i]):
+                    raise DataError(f"{records[i].where}: the {tokenizer.kind} tokenizer gives "
+                                    f"{len(offsets)} character offsets for {len(rows[i])} tokens")
+                if len(offsets) != len(texts[i]) or any(
+                        span != (c, c + 1) for c, span in enumerate(offsets)):
+                    out[i] = align_tags(raw[i], offsets, texts[i])
+                    aligned += 1
+        if aligned:
+            logger.info("%s: %d of %d records give one tag per character; each of their "
+                        "tokens (%s tokenizer) takes the tag of its first character that is "
+                        "not whitespace", file, aligned, len(indices), tokenizer.kind)
+    return out
+
+
+def _tags_mismatch(where: str, n_tags: int, row: np.ndarray, text: str | None,
+                   tokenizer: Tokenizer, aligns: bool) -> str:
+    message = f"{where}: {n_tags} per-position labels for a sequence of {len(row)} positions"
+    if text is None:
+        return message + "; they must be equal"
+    message += (f" (its text has {len(text)} characters, read by the {tokenizer.kind} "
+                f"tokenizer as {len(row)} tokens)")
+    if n_tags == len(text):
+        return message + (f"; the {tokenizer.kind} tokenizer gives no character offsets to "
+                          "align one label per character with: give one label per token")
+    return message + "; give one label per token or one per character of the text"
 
 
 def build_examples(rows: list[np.ndarray], raw: list | None, wheres: list[str], *,

@@ -19,6 +19,18 @@ KINDS = ("class", "tags", "number")
 UNSEEN = -100  # = IGNORE: no loss counts it; metrics count it as a miss
 
 
+class _NoTag:
+    """The raw tag of a position that has none (a token standing for no character of
+    its text, see ``seqlab.data.examples.align_tags``): never a tag name, encoded as the
+    ignore index, which no loss or metric counts."""
+
+    def __repr__(self) -> str:
+        return "NO_TAG"
+
+
+NO_TAG = _NoTag()
+
+
 def _name_type(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -91,6 +103,8 @@ class LabelSpace:
         names = set()
         for value, where in zip(raw, wheres):
             for item in (value if kind == "tags" else [value]):
+                if item is NO_TAG:
+                    continue
                 t = _name_type(item)
                 if t not in ("int", "str"):
                     raise DataError(f"{where}: a label must be a string or an integer, got {item!r}")
@@ -110,7 +124,8 @@ class LabelSpace:
         return len(self.names)
 
     def encode(self, value: Any) -> Any:
-        """Class id (UNSEEN if new), array of tag ids, or array of floats."""
+        """Class id (UNSEEN if new), array of tag ids (UNSEEN for a new tag or
+        ``NO_TAG``), or array of floats."""
         if self.kind == "number":
             return np.asarray(value, dtype=np.float32)
         index = self._index()
@@ -129,7 +144,8 @@ class LabelSpace:
             return []
         index = self._index()
         items = (v for value in raw for v in (value if self.kind == "tags" else [value]))
-        return sorted({_plain(v) for v in items if _plain(v) not in index}, key=str)
+        return sorted({_plain(v) for v in items if v is not NO_TAG and _plain(v) not in index},
+                      key=str)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "names": list(self.names)}

@@ -123,6 +123,15 @@ class Tokenizer(ABC):
         """Encode ``text`` to ids (no specials added)."""
         return self.encode_array(text).tolist()
 
+    def offsets(self, text: str) -> list[tuple[int, int]] | None:
+        """Per id of ``encode(text)``, the characters of ``text`` it stands for, as
+        ``(start, end)`` (end exclusive; ``start == end`` for an id that stands for no
+        character). Ids that share a character (the bytes of one UTF-8 character split
+        over several ids) each name it. None: this kind cannot say (pre-tokenised ids).
+        Per-character tags are aligned to tokens with it
+        (``seqlab.data.examples.align_tags``)."""
+        return None
+
     def count_units(self, ids: IdsLike) -> int:
         """Number of bytes (byte tokenizer) or characters (char tokenizer) ``ids`` stand for.
 

@@ -47,6 +47,15 @@ class ByteTokenizer(Tokenizer):
             data = data.encode("utf-8", "surrogatepass")
         return np.frombuffer(bytes(data), dtype=np.uint8).astype(np.int32)
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Each byte names the character it is part of: a non-ASCII character's 2-4
+        bytes all give its span."""
+        codes = _code_points(text)
+        # UTF-8 bytes per code point (lone surrogates, written with surrogatepass: 3).
+        widths = 1 + (codes >= 0x80) + (codes >= 0x800) + (codes >= 0x10000)
+        chars = np.repeat(np.arange(len(codes)), widths)
+        return list(zip(chars.tolist(), (chars + 1).tolist()))
+
     def decode(self, ids: IdsLike, *, skip_special: bool = True) -> str:
         arr = _decode_input(self, ids)
         if skip_special:
@@ -138,6 +147,10 @@ class CharTokenizer(Tokenizer):
             data = bytes(data).decode("utf-8", "replace")
         codes = _code_points(data)
         return self._encode_table[np.minimum(codes, len(self._encode_table) - 1)]
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """One id per character."""
+        return [(i, i + 1) for i in range(len(text))]
 
     def decode(self, ids: IdsLike, *, skip_special: bool = True) -> str:
         """Decode ids; with ``skip_special`` pad/bos/eos/mask vanish and ``<unk>`` shows as
