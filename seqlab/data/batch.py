@@ -47,6 +47,14 @@ class Batch:
     def size(self) -> int:
         return self.inputs.shape[0]
 
+    def row(self, i: int) -> "Batch":
+        """Example ``i`` alone, as a batch of one (every tensor keeps its batch axis)."""
+        def take(t):
+            return None if t is None else t[i:i + 1]
+
+        return Batch(take(self.inputs), take(self.targets), take(self.padding_mask),
+                     {k: take(v) for k, v in self.extras.items()}, take(self.index))
+
     @property
     def n_positions(self) -> int:
         """Real (unpadded) positions: the tokens or frames a throughput figure counts."""

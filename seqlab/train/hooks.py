@@ -169,9 +169,13 @@ class PretrainingObjective(TrainerHook):
       mean loss on one of its own training batches (drawn by step, so resume stays
       exact), which keeps the backbone able to do the old task.
     - ``ewc`` (``init.ewc``, Kirkpatrick et al., 2017): a penalty ``ewc * sum F (w -
-      w*)^2`` over the loaded weights, with ``F`` the diagonal Fisher (mean squared
-      gradient of the init objective over ``ewc_batches`` of its training batches, at the
-      loaded weights). ``F`` is computed once and kept in ``RUN/ewc.safetensors``.
+      w*)^2`` over the loaded weights, with ``F`` the diagonal empirical Fisher: the
+      squared gradient of each example's own loss (its mean over the example's counted
+      tokens, so ``ewc`` does not scale with length), averaged over the examples of
+      ``ewc_batches`` of the init objective's training batches, at the loaded weights.
+      Per example, not per batch: the square of a batch's mean gradient is about
+      1/batch of that, and near a minimum far less. ``F`` is computed once and kept in
+      ``RUN/ewc.safetensors``.
     """
 
     def __init__(self, run: str, *, measure: bool = True, replay: float = 0.0, ewc: float = 0.0,
@@ -230,20 +234,28 @@ class PretrainingObjective(TrainerHook):
         fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         was_training = trainer.model.training
         trainer.model.eval()  # the Fisher of the model as it is, without dropout noise
+        device, examples = next(trainer.model.parameters()).device, 0
+        probe = self._probe(trainer.model)
         try:
             for k in range(self.ewc_batches):
-                grads = torch.autograd.grad(self._loss(trainer.model, k), list(params.values()),
-                                            allow_unused=True)
-                for (name, _), g in zip(params.items(), grads):
-                    if g is not None:
-                        fisher[name] += g.detach().square() / self.ewc_batches
+                batch = self.objective.train_batch(k, 0).to(device)
+                for i in range(batch.size):
+                    result = self.objective.loss(probe, batch.row(i))
+                    if float(result.count) == 0:  # nothing of this example is scored
+                        continue
+                    grads = torch.autograd.grad(result.total / float(result.count),
+                                                list(params.values()), allow_unused=True)
+                    for (name, _), g in zip(params.items(), grads):
+                        if g is not None:
+                            fisher[name] += g.detach().square()
+                    examples += 1
         finally:
             trainer.model.train(was_training)
-        self.fisher = fisher
+        self.fisher = {n: f / max(examples, 1) for n, f in fisher.items()}
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
-        save_weights(path, {n: t.cpu() for n, t in fisher.items()}, {"run": str(self.run)})
-        logger.info("ewc: diagonal Fisher of %s over %d batches, %d tensors", self.run,
-                    self.ewc_batches, len(fisher))
+        save_weights(path, {n: t.cpu() for n, t in self.fisher.items()}, {"run": str(self.run)})
+        logger.info("ewc: diagonal Fisher of %s over %d examples (%d batches), %d tensors",
+                    self.run, examples, self.ewc_batches, len(fisher))
 
     def loss_term(self, trainer) -> Tensor | None:
         if self.objective is None or not (self.replay or self.ewc):

@@ -299,6 +299,35 @@ def test_replay_and_ewc_resume_exactly(examples, pretrained, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_ewc_fisher_is_the_mean_of_per_example_squared_gradients(examples, pretrained, tmp_path):
+    cfg = seqlab.api.finetune_config(config("classify", examples, model={"causal": False},
+                                            init={"ewc": 1.0, "ewc_batches": 2},
+                                            train={"steps": 1}), pretrained)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._setup()
+    hook = next(h for h in trainer.hooks if getattr(h, "fisher", None))
+    probe, name = hook._probe(trainer.model), "backbone.embed.weight"
+    param = dict(trainer.model.named_parameters())[name]
+    squares, n = torch.zeros_like(param), 0
+    for k in range(2):  # the reference: one example at a time, by hand
+        batch = hook.objective.train_batch(k, 0)
+        for i in range(batch.size):
+            keep = slice(i, i + 1)
+            result = hook.objective.loss(probe, type(batch)(
+                batch.inputs[keep], batch.targets[keep],
+                None if batch.padding_mask is None else batch.padding_mask[keep]))
+            if float(result.count):
+                (g,) = torch.autograd.grad(result.total / float(result.count), [param])
+                squares += g.square()
+                n += 1
+    assert n > 2
+    torch.testing.assert_close(hook.fisher[name], squares / n)
+    batch = hook.objective.train_batch(0, 0)  # the square of a batch's mean gradient is far less
+    mean = hook.objective.loss(probe, batch)
+    (g,) = torch.autograd.grad(mean.total / float(mean.count), [param])
+    assert float(g.square().sum()) < 0.5 * float(hook.fisher[name].sum())
+
+
 def test_ewc_holds_the_backbone_closer_to_its_start(examples, pretrained, tmp_path):
     def drift(run):
         before, _ = load_weights(pretrained / "model.safetensors")
