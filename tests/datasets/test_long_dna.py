@@ -9,8 +9,8 @@ import pytest
 
 from seqlab.data.example_sources import ExamplesOptions, attach_labels
 from seqlab.data.records import read_records
-from seqlab.datasets.long_dna import (ENHANCERS, HEADER_LABEL, LABELS, MOTIF_LENGTH, PROMOTERS,
-                                      LongDNASpec, make_long_dna, write_long_dna)
+from seqlab.datasets.long_dna import (ENHANCERS, HEADER_LABEL, LABELS, MOTIF_LENGTH, PAIR_LABEL,
+                                      PROMOTERS, LongDNASpec, make_long_dna, write_long_dna)
 
 SMALL = LongDNASpec(length=4096, enhancer_span=512, promoter_span=512, sites=4, decoys=8)
 
@@ -95,6 +95,10 @@ def test_fasta_labels_read_back_through_header_label(tmp_path):
                                            header_label=HEADER_LABEL))
     assert [r.fields["label"] for r in records] == [r.label for r in expected]
     assert [str(r.fields["text"]) for r in records] == [r.sequence for r in expected]
+    attach_labels(records, ExamplesOptions(path=str(tmp_path / "train.fasta"),
+                                           header_label=PAIR_LABEL))
+    assert [r.fields["label"] for r in records] == [f"enhancer={r.enhancer} promoter={r.promoter}"
+                                                    for r in expected]
 
 
 @pytest.mark.parametrize("bad", [dict(sites=0), dict(decoys=-1), dict(enhancer_span=40, sites=4),
