@@ -298,8 +298,8 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     import seqlab
 
-    n = seqlab.load(args.run_dir, device=args.device).predict_file(
-        args.data, args.out, reverse_complement=args.reverse_complement)
+    strands = {"reverse_complement": True} if args.reverse_complement else {}
+    n = seqlab.load(args.run_dir, device=args.device).predict_file(args.data, args.out, **strands)
     print(f"wrote {n} predictions to {args.out}")
     return 0
 

@@ -70,6 +70,6 @@ class Pipeline:
                           + {"causal_lm": " (use generate)",
                              "masked_lm": " (use fill_mask)"}.get(self.config.task, ""))
 
-    def predict_file(self, data, out) -> int:
+    def predict_file(self, data, out, **options) -> int:
         """Predictions for every example in ``data`` written to ``out`` (CSV or JSONL)."""
-        return self.predict(data, out)
+        return self.predict(data, out, **options)
