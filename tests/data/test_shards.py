@@ -3,7 +3,6 @@ stream, training from shards equal to training from text, memory far below the d
 size, and every kind of bad input."""
 
 import json
-import resource
 import subprocess
 import sys
 import textwrap

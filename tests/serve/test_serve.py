@@ -6,7 +6,6 @@ works in a real headless Chromium."""
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import socket

@@ -1,7 +1,6 @@
 """train.compile: the compiled training step trains as the eager one does."""
 
 import pytest
-import torch
 
 from seqlab.config import RunConfig
 from seqlab.errors import ConfigError

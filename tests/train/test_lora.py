@@ -13,11 +13,11 @@ import seqlab
 from seqlab.config import RunConfig
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.export import ExportedModel, export_run
-from seqlab.models.lora import LoRALinear, apply_lora, lora_reference, merge_lora
+from seqlab.models.lora import LoRALinear, apply_lora, lora_reference
 from seqlab.tasks.causal_lm import build_language_model
 from seqlab.train.checkpoint import CheckpointManager
 from seqlab.train.trainer import Trainer
-from seqlab.weights_file import load_weights, read_header
+from seqlab.weights_file import load_weights
 
 
 def test_an_adapter_starts_as_its_base_and_merges_exactly():
