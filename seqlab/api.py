@@ -8,8 +8,6 @@ from pathlib import Path
 import torch
 
 from seqlab.config import RunConfig
-from seqlab.config_sections import TokenizerConfig
-from seqlab.data.tokenizer_base import Tokenizer, load_tokenizer
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.io import atomic_write
 from seqlab.models.lora import apply_lora, base_weights_digest, merge_lora
@@ -18,6 +16,7 @@ from seqlab.rundir import (CONFIG_FILE, DATA_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
                            read_weights)
 from seqlab.weights_file import read_header, save_weights
 from seqlab.tasks import OBJECTIVES
+from seqlab.tasks.init_tokenizer import check_base_tokenizer
 from seqlab.train.hooks import TrainerHook
 from seqlab.train.trainer import TrainResult, Trainer
 
@@ -137,7 +136,7 @@ def finetune_config(config: RunConfig, from_run: str | Path, *, mode: str = "ful
     if mode not in FINETUNE_MODES:
         raise ConfigError(f"fine-tuning mode {mode!r} is not one of {', '.join(FINETUNE_MODES)}")
     check_run_dir(from_run)
-    check_base_tokenizer(config, from_run)
+    check_base_tokenizer(config.tokenizer, from_run)
     overrides = [f"init.run={from_run}"]
     if mode == "frozen":
         patterns = [p for p in config.train.freeze if p != "backbone.*"] + ["backbone.*"]
@@ -145,57 +144,6 @@ def finetune_config(config: RunConfig, from_run: str | Path, *, mode: str = "ful
     if mode == "lora" and not config.lora.rank:
         overrides.append("lora.rank=8")
     return config.replace(overrides)
-
-
-def check_base_tokenizer(config: RunConfig, from_run: str | Path) -> None:
-    """Fine-tuning reads the base run's token ids, so it always takes the base run's
-    tokenizer: a config that leaves ``tokenizer`` at its default gets it; one that names
-    a tokenizer (kind, options or ``tokenizer.path``) must name the same one.
-
-    Raises:
-        ConfigError: the config's tokenizer is not the base run's, naming both.
-    """
-    path = Path(from_run) / TOKENIZER_FILE
-    mine = config.tokenizer
-    if mine == TokenizerConfig() or not path.is_file():  # nothing named, or a features run
-        return
-    base = load_tokenizer(path)
-    if mine.path is not None:
-        other = load_tokenizer(mine.path)
-        if _same_ids(other, base):
-            return
-        wanted = f"tokenizer.path {mine.path}: {_describe(other)}"
-    else:
-        built = load_run_config(from_run).tokenizer
-        given = mine.options()
-        if mine.kind == base.kind and all(value == _base_option(key, built, base)
-                                          for key, value in given.items()):
-            return
-        wanted = ", ".join([f"kind {mine.kind}"] + [f"{k}={v}" for k, v in given.items()])
-    raise ConfigError(f"the config's tokenizer ({wanted}) is not the one the base run {from_run} "
-                      f"was trained with ({_describe(base)}, {path}); fine-tuning reads the base "
-                      "run's token ids with its tokenizer: leave tokenizer out of the config")
-
-
-def _base_option(key: str, built: TokenizerConfig, base: Tokenizer):
-    """A tokenizer option of the base run: as its config set it, else as its tokenizer has it
-    (a kmer tokenizer's ``k`` when the config left the default)."""
-    value = getattr(built, key)
-    return value if value is not None else getattr(base, key, None)
-
-
-def _same_ids(a: Tokenizer, b: Tokenizer) -> bool:
-    """Whether two tokenizers give the same ids (one may have more specials at the end,
-    e.g. the <mask> a masked LM adds)."""
-    da, db = a.to_dict(), b.to_dict()
-    sa, sb = da.pop("special_tokens", []), db.pop("special_tokens", [])
-    return da == db and (sa == sb[:len(sa)] or sb == sa[:len(sb)])
-
-
-def _describe(tokenizer: Tokenizer) -> str:
-    options = [f"{key}={getattr(tokenizer, key)}" for key in ("k", "overlap", "soft_mask")
-               if hasattr(tokenizer, key)]
-    return ", ".join([f"kind {tokenizer.kind}", *options, f"{tokenizer.vocab_size} ids"])
 
 
 def finetune(config: RunConfig | str | Path, run_dir: str | Path, *, from_run: str | Path,

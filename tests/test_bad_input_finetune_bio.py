@@ -285,8 +285,17 @@ def test_finetune_refuses_a_tokenizer_other_than_the_base_runs(base, tmp_path):
         seqlab.api.finetune_config(other, base)
 
 
+def test_init_run_in_the_config_refuses_another_tokenizer_too(base, tmp_path):
+    # Not through `seqlab finetune`: init.run in the YAML, `seqlab train`, the same check.
+    path = classify_yaml(base, tmp_path, tokenizer={"kind": "dna"}, init={"run": str(base)})
+    message = one_line_error(*cli("train", path, "--out", tmp_path / "a"))
+    assert message.startswith("the config's tokenizer (kind dna) is not the one the base run")
+    seqlab.fit(classify_yaml(base, tmp_path, init={"run": str(base)}), tmp_path / "b")
+    assert seqlab.load(tmp_path / "b").tokenizer.kind == "protein"  # the default: the base's
+
+
 def test_finetune_takes_the_base_runs_tokenizer_when_the_config_names_none_or_the_same(base, tmp_path):
-    # Documented (seqlab.api.check_base_tokenizer): the base's tokenizer is used.
+    # Documented (seqlab.tasks.init_tokenizer.check_base_tokenizer): the base's tokenizer is used.
     for name, tokenizer in [("default", {}), ("same", {"kind": "protein"})]:
         seqlab.finetune(classify_yaml(base, tmp_path, tokenizer=tokenizer), tmp_path / name,
                         from_run=base)

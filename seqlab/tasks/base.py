@@ -35,6 +35,7 @@ from seqlab.models.heads import Head, LossSum
 from seqlab.models.model import SequenceModel
 from seqlab.registry import Registry
 from seqlab.rundir import DATA_FILE, TOKENIZER_FILE, read_json, write_json
+from seqlab.tasks.init_tokenizer import check_base_tokenizer
 
 logger = logging.getLogger("seqlab")
 
@@ -183,6 +184,8 @@ class Objective:
                                   f"was encoded with {provided}; leave tokenizer.path unset")
             cfg.path = str(provided)
         init = self.config.init.run
+        if init is not None:
+            check_base_tokenizer(cfg, init)
         if cfg.path is None and init is not None and (Path(init) / TOKENIZER_FILE).exists():
             # A model initialised from a run reads that run's token ids.
             cfg.path = str(Path(init) / TOKENIZER_FILE)
