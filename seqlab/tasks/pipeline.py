@@ -53,6 +53,11 @@ class Pipeline:
         """The objective's metrics on ``data`` (a file, folder, glob or list of them, read
         like the training data), or on the run's own validation split; all of it unless
         ``max_batches`` caps it."""
+        return self._evaluate(self.model, data, max_batches=max_batches, batch_size=batch_size)
+
+    def _evaluate(self, model, data, *, max_batches: int | None,
+                  batch_size: int | None) -> dict[str, float]:
+        """``evaluate`` through ``model`` (the run's model, or a wrapper of it)."""
         self._resize(batch_size=batch_size, max_batches=max_batches)
         source = self.objective.source
         if data is None:
@@ -62,7 +67,7 @@ class Pipeline:
             batches = source.eval_sets()["val"]
         else:
             batches = source.read(data, max_batches=max_batches)
-        return self.objective.evaluate_batches(self.model, batches(), name="eval")
+        return self.objective.evaluate_batches(model, batches(), name="eval")
 
     def predict(self, *args, **kwargs):
         raise ConfigError(f"a {self.config.task!r} run has no prediction; predict works on "

@@ -83,14 +83,8 @@ class LabelPipeline(Pipeline):
                  batch_size: int | None = None, reverse_complement: bool = False) -> dict[str, float]:
         """The objective's metrics on ``data`` (default: the run's validation split);
         ``reverse_complement`` scores the strand-averaged outputs (see ``predict``)."""
-        if not reverse_complement:
-            return super().evaluate(data, max_batches=max_batches, batch_size=batch_size)
-        model = self.model
-        self.model = self._strand_model()
-        try:
-            return super().evaluate(data, max_batches=max_batches, batch_size=batch_size)
-        finally:
-            self.model = model
+        model = self._strand_model() if reverse_complement else self.model
+        return self._evaluate(model, data, max_batches=max_batches, batch_size=batch_size)
 
     def _strand_model(self) -> StrandAveraged:
         complement = getattr(self.tokenizer, "complement_ids", None)
