@@ -10,8 +10,8 @@ same outputs.
 
 Training runs that formula through :class:`_LoRAMatmul` when nothing stands between x
 and the adapter (no active dropout, no autocast): the same products, with the low-rank
-term accumulated straight into the base output by one ``addmm_`` and, backward, both
-paths' input gradients into one buffer. Written as separate ops, autograd makes three
+term folded into the weight for large inputs (one GEMM forward, one for x's gradient) or
+accumulated straight into the base output by one ``addmm_`` for small ones. Written as separate ops, autograd makes three
 (N, out) temporaries forward (the update, its scaled copy, the sum), one more backward
 (the scaled gradient) and sums x's two gradients; at d_model 256 on CPU those memory
 passes took about as long as the layer's own matmuls (issue 10, ``benchmarks/bench_lora.py``).
@@ -78,10 +78,17 @@ def lora_reference(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tenso
 class _LoRAMatmul(torch.autograd.Function):
     """:func:`lora_reference` without dropout, with hand-written backward.
 
-    Forward: ``y = addmm(b, x, W^T)`` then ``y += scale * u B^T`` in place, u = x A^T.
-    Backward, with g the output gradient and du = scale * g B (N x rank):
-    ``dx = g W + du A`` (one buffer), ``dA = du^T x``, ``dB = scale * g^T u``; W and b
-    get ``g^T x`` and ``sum(g)`` only when they require grad (a frozen base gets none).
+    With u = x A^T and du = scale * g B (N x rank), g the output gradient, the products
+    are ``y = x W^T + b + scale * u B^T``, ``dx = g W + du A``, ``dA = du^T x`` and
+    ``dB = scale * g^T u``; W and b get ``g^T x`` and ``sum(g)`` only when they require
+    grad (a frozen base gets none). Two ways to form y and dx, the same numbers:
+
+    - many rows (N >= in): through the merged weight ``W' = W + scale * B A`` (out x in,
+      rebuilt in backward rather than kept): ``y = x W'^T + b`` and ``dx = g W'``, one
+      GEMM each. The low-rank term then costs a pass over W' instead of one over y and
+      one over dx, which at training sizes (N in the thousands) were about 4% of a step;
+    - few rows (decoding a token at a time): ``y = x W^T + b``, then ``y += scale * u B^T``
+      in place by one ``addmm_``, and dx likewise, as merging would cost more than it saves.
 
     Shapes:
         x: (..., in) -> y: (..., out); inside, N = the product of the leading dims.
@@ -92,10 +99,13 @@ class _LoRAMatmul(torch.autograd.Function):
                 lora_B: Tensor, scale: float) -> Tensor:
         x2d = x.reshape(-1, x.shape[-1])  # (N, in)
         u = x2d @ lora_A.t()  # (N, rank)
-        y = x2d @ weight.t() if bias is None else torch.addmm(bias, x2d, weight.t())  # (N, out)
-        y.addmm_(u, lora_B.t(), alpha=scale)
+        merge = x2d.shape[0] >= x2d.shape[1]
+        w = torch.addmm(weight, lora_B, lora_A, alpha=scale) if merge else weight  # (out, in)
+        y = x2d @ w.t() if bias is None else torch.addmm(bias, x2d, w.t())  # (N, out)
+        if not merge:
+            y.addmm_(u, lora_B.t(), alpha=scale)
         ctx.save_for_backward(x2d, u, weight, lora_A, lora_B)
-        ctx.scale, ctx.x_shape = scale, x.shape
+        ctx.scale, ctx.x_shape, ctx.merge = scale, x.shape, merge
         return y.view(*x.shape[:-1], weight.shape[0])  # (..., out)
 
     @staticmethod
@@ -105,9 +115,11 @@ class _LoRAMatmul(torch.autograd.Function):
         need_x, need_w, need_b, need_A, need_B, _ = ctx.needs_input_grad
         g = grad.reshape(-1, grad.shape[-1])  # (N, out)
         dx = dw = db = dA = dB = None
-        if need_x or need_A:
+        if need_x and ctx.merge:
+            dx = (g @ torch.addmm(weight, lora_B, lora_A, alpha=ctx.scale)).view(ctx.x_shape)
+        if need_A or (need_x and not ctx.merge):
             du = (g @ lora_B).mul_(ctx.scale)  # (N, rank)
-            if need_x:
+            if need_x and not ctx.merge:
                 dx = (g @ weight).addmm_(du, lora_A).view(ctx.x_shape)  # (..., in)
             if need_A:
                 dA = du.t() @ x2d  # (rank, in)

@@ -52,7 +52,9 @@ from seqlab.nn.mixer import BatchState, Mixer, masked_fill_padding, one_step, re
 from seqlab.nn.mixers import MixerArgs, register_mixer
 from seqlab.nn.scan import selective_scan, selective_step
 
-DT_INIT_FLOOR = 1e-4  # the reference's dt_init_floor: smallest initial step size
+#: The reference's dt_init_floor: no initial step size below it, unless ``dt_min`` asks
+#: for smaller ones (long-memory channels for records of tens of thousands of tokens).
+DT_INIT_FLOOR = 1e-4
 
 
 def check_options(*, d_state: int, d_conv: int, expand: int, dt_rank: int | None,
@@ -123,7 +125,7 @@ class TimeStep(nn.Module):
             bound = dt_rank ** -0.5
             self.weight.uniform_(-bound, bound)
             dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min))
-                           + math.log(dt_min)).clamp(min=DT_INIT_FLOOR)
+                           + math.log(dt_min)).clamp(min=min(DT_INIT_FLOOR, dt_min))
             self.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def forward(self, x: Tensor) -> Tensor:
