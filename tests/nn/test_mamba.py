@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from seqlab.config import ModelConfig
 from seqlab.models.build import build_backbone
-from seqlab.nn.mamba import Mamba, MambaOptions, MambaState
+from seqlab.nn.mamba import Mamba, MambaOptions, MambaState, TimeStep
 from seqlab.errors import ShapeError
 import seqlab.nn.scan_chunked as scan_chunked
 from seqlab.nn.scan import (auto_chunk_size, lane_count, linear_scan_, selective_scan,
@@ -255,6 +255,17 @@ def test_paper_initialisation_survives_the_builder():
     assert dt.min() >= 0.01 * (1 - 1e-5) and dt.max() <= 0.05 * (1 + 1e-5)
     assert mixer.dt_proj.weight.abs().max() <= mixer.dt_rank ** -0.5
     assert torch.equal(mixer.D, torch.ones(2 * D))
+
+
+@pytest.mark.parametrize("dt_min, dt_max, low", [
+    (1e-3, 1e-1, 1e-3),  # the paper's range: the 1e-4 floor never binds
+    (1e-6, 1e-5, 1e-6),  # asked for below the floor: honoured (long-memory channels)
+])
+def test_initial_step_sizes_stay_in_the_asked_range(dt_min, dt_max, low):
+    torch.manual_seed(0)
+    dt = F.softplus(TimeStep(4, 512, dt_min=dt_min, dt_max=dt_max).bias.double())
+    assert dt.min() >= low * (1 - 1e-4) and dt.max() <= dt_max * (1 + 1e-4)
+    assert dt.min() < 2 * low  # the range is filled down to its low end, not clamped above it
 
 
 @pytest.mark.parametrize("bad, match", [
