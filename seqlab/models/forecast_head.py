@@ -194,7 +194,15 @@ def crps_from_quantiles(quantiles: Tensor, levels, y: Tensor) -> Tensor:
     return 2.0 * torch.maximum(level * error, (level - 1) * error).mean(-1)
 
 
+def interval_levels(levels) -> list[float]:
+    """The quantile levels of the central intervals at ``levels`` percent: lo then hi."""
+    out = []
+    for level in levels:
+        out += [(1 - level / 100) / 2, (1 + level / 100) / 2]
+    return out
+
+
 CRPS_LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
 __all__ = ["CRPS_LEVELS", "DEFAULT_QUANTILES", "ForecastHead", "N_PARAMS", "check_quantiles",
-           "crps_from_quantiles"]
+           "crps_from_quantiles", "interval_levels"]

@@ -21,8 +21,9 @@ import torch
 
 from seqlab.errors import ConfigError
 from seqlab.models.forecast_head import (CRPS_LEVELS, DEFAULT_QUANTILES, N_PARAMS, ForecastHead,
-                                         check_quantiles, crps_from_quantiles)
+                                         check_quantiles, crps_from_quantiles, interval_levels)
 from seqlab.tasks.base import Metric, Objective, register_objective
+from seqlab.tasks.forecast_predict import ForecastPipeline
 
 
 @dataclass
@@ -49,14 +50,6 @@ class ForecastOptions:
         self.levels = [float(v) for v in self.levels]
         if self.samples < 10:
             raise ConfigError(f"task_options.samples must be >= 10, got {self.samples}")
-
-
-def interval_levels(levels) -> list[float]:
-    """The quantile levels of the central intervals at ``levels`` percent: lo then hi."""
-    out = []
-    for level in levels:
-        out += [(1 - level / 100) / 2, (1 + level / 100) / 2]
-    return out
 
 
 class ForecastMetric(Metric):
@@ -157,6 +150,9 @@ class Forecast(Objective):
         self._head = getattr(model, "module", model).head  # (DDP wraps the model)
         return super().evaluate_batches(model, batches, name=name)
 
+    def pipeline(self, model, run_dir=None) -> ForecastPipeline:
+        return ForecastPipeline(self, model, run_dir)
+
     def selection(self, name: str) -> str:
         directions = {"val_loss": "min", **ForecastMetric.directions}
         if name not in directions:
@@ -165,4 +161,4 @@ class Forecast(Objective):
         return directions[name]
 
 
-__all__ = ["Forecast", "ForecastMetric", "ForecastOptions", "interval_levels"]
+__all__ = ["Forecast", "ForecastMetric", "ForecastOptions"]
