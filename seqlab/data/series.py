@@ -388,18 +388,19 @@ def read_series(data, columns: SeriesColumns, *, where: str | None = None,
     ids, chunks = [], []
     for sid, g in groups:
         t = g[columns.time].to_numpy()
+        order = np.argsort(t, kind="stable")
+        ordered = t[order]
+        dup = np.r_[False, ordered[1:] == ordered[:-1]]
+        if dup.any():
+            raise DataError(f"{where}: series {sid!r}: duplicate timestamp(s) "
+                            f"{_first(ordered, dup)}; each time may appear once per series")
         back = t[1:] < t[:-1]
         if back.any() and policy == "error":
             i = int(np.argmax(back)) + 1
             raise DataError(f"{where}: series {sid!r}: timestamps are not sorted ({_ts(t[i])} comes "
                             f"after {_ts(t[i - 1])}); sort the table, or set data.missing to a policy "
                             "(the rows are then sorted)")
-        order = np.argsort(t, kind="stable")
-        g, t = g.iloc[order], t[order]
-        dup = np.r_[False, t[1:] == t[:-1]]
-        if dup.any():
-            raise DataError(f"{where}: series {sid!r}: duplicate timestamp(s) {_first(t, dup)}; "
-                            "each time may appear once per series")
+        g, t = g.iloc[order], ordered
         values = g[columns.numeric].to_numpy(np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
