@@ -1,7 +1,9 @@
 """``seqlab export``: a trained run as graphs other runtimes execute, with the streaming
 state as explicit inputs and outputs.
 
-Two graphs per causal run (one, ``forward``, for a bidirectional one):
+Two graphs per causal run (one, ``forward``, for a bidirectional one, and for a forecast
+run, whose head reads a whole window: ``inputs`` (B, context + horizon, F) -> the
+horizon's forecast parameters (B, horizon, targets, params)):
 
 - ``prefill``: ``ids`` (B, T) -> ``logits`` and the state after them (every layer's
   state tensors, then ``seen``; outputs are named ``next.<name>``);
@@ -159,10 +161,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
         return torch.randn(B, t, cfg.input_dim)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A forecast head reads the last ``horizon`` positions of a whole window: it has a
+    # forward graph only, over more positions than that (a window has a context too).
+    window = getattr(model.head, "horizon", None)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    time = torch.export.Dim("time", min=1, max=max(cfg.context_length, 2))
+    time = torch.export.Dim("time", min=(window or 0) + 1, max=max(cfg.context_length, 2))
     graphs: dict = {}
-    if model.causal:
+    if model.causal and window is None:
         with torch.no_grad():
             state = model(example_inputs(T), model.init_state(B)).state
             longer = model(example_inputs(T + 1), model.init_state(B)).state
@@ -192,7 +197,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
             logger.info("no prefill graph for %s: prompts go through the step graph one token "
                         "at a time, from the zero state", ", ".join(sorted(set(cfg.mixers))))
     else:
-        graphs["forward"] = _export(Forward(model), (example_inputs(T),), ({0: batch, 1: time},),
+        graphs["forward"] = _export(Forward(model), (example_inputs(max(T, (window or 0) + 1)),),
+                                    ({0: batch, 1: time},),
                                     out_dir, "forward", fmt, opset, ["inputs"], ["outputs"], cfg)
     tokenizer = pipeline.tokenizer
     manifest = {"format": fmt, "run": str(run_dir), "objective": pipeline.config.task,

@@ -67,6 +67,33 @@ def synthetic_config(folder: Path) -> dict:
             "train": TRAIN}
 
 
+def forecast_config(folder: Path) -> dict:
+    return {"task": "forecast", "seed": 2,
+            "model": {"mixer": ["lstm", "attention"], "d_model": 16, "n_layers": 2, "n_heads": 2,
+                      "context_length": 16, "position": "rope", "dropout": 0.1},
+            "data": {"source": "series", "path": str(folder / "series.csv"), "id": "id",
+                     "context": 12, "horizon": 4, "future_covariates": ["promo"],
+                     "calendar": ["dayofweek"]},
+            "train": TRAIN}
+
+
+def series_rows(folder: Path, which: str) -> list[dict]:
+    import pandas as pd
+
+    frame = pd.read_csv(folder / f"series-{which}.csv")
+    return json.loads(frame.to_json(orient="records"))
+
+
+def forecast_call(folder: Path):
+    import pandas as pd
+
+    def call(pipeline):
+        frame = pipeline.forecast(pd.DataFrame(series_rows(folder, "history")),
+                                  pd.DataFrame(series_rows(folder, "future")))
+        return json.loads(frame.to_json(orient="records", date_format="iso"))
+    return call
+
+
 def predicted(texts):
     return lambda pipeline: pipeline.predict(texts)
 
@@ -93,6 +120,7 @@ CASES: dict[str, Case] = {
         ("/v1/predict", {"texts": ["aaxy", "b"]}),
         predicted(["aaxy", "b"]), lambda r: r["predictions"]),
     "synthetic": Case(synthetic_config, None),
+    "forecast": Case(forecast_config, None),  # its request needs the data folder: see below
 }
 
 
@@ -105,6 +133,7 @@ def test_every_objective_is_in_the_suite():
 def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     (folder / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog. " * 30)
+    write_series(folder)
     rng = random.Random(0)
     for name, n in (("train.jsonl", 30), ("val.jsonl", 8)):
         rows = []
@@ -115,6 +144,29 @@ def data(tmp_path_factory) -> Path:
                          "tags": ["L" if c == label else "O" for c in text]})
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
+
+
+def write_series(folder: Path) -> None:
+    """Four daily series with a weekly cycle and a promotion covariate; the last 40 days
+    of two of them as a request's history, and the 4 days after as its future."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for s in range(4):
+        t = np.arange(80)
+        promo = (t % 6 == 0).astype(float)
+        parts.append(pd.DataFrame({"ds": pd.date_range("2023-01-01", periods=80, freq="D"),
+                                   "id": f"s{s}", "y": 3 * s + np.sin(t) + promo
+                                   + rng.normal(0, 0.1, 80), "promo": promo}))
+    frame = pd.concat(parts, ignore_index=True)
+    frame.to_csv(folder / "series.csv", index=False)
+    history = frame[frame["id"].isin(["s1", "s2"])].groupby("id").tail(40)
+    history.to_csv(folder / "series-history.csv", index=False)
+    future = pd.DataFrame({"ds": np.tile(pd.date_range("2023-03-22", periods=4).astype(str), 2),
+                           "id": np.repeat(["s1", "s2"], 4), "promo": [1.0, 0, 0, 0] * 2})
+    future.to_csv(folder / "series-future.csv", index=False)
 
 
 def config_for(name: str, data: Path, *overrides: str) -> RunConfig:
@@ -158,7 +210,15 @@ def test_exports_with_equal_outputs(name, data, tmp_path):
     config = config_for(name, data, "model.mixer=attention", "model.n_layers=1", "train.steps=2")
     seqlab.fit(config, tmp_path / "run")
     manifest = export_run(tmp_path / "run", tmp_path / "onnx", fmt="onnx")
-    exported, model = ExportedModel(tmp_path / "onnx"), seqlab.load(tmp_path / "run").model
+    loaded = seqlab.load(tmp_path / "run")
+    exported, model = ExportedModel(tmp_path / "onnx"), loaded.model
+    if loaded.config.model.input == "features":  # a forecast window: context + horizon positions
+        inputs = torch.randn(3, config.data.context + config.data.horizon,
+                             loaded.config.model.input_dim)
+        assert [k for k, v in manifest["graphs"].items() if v] == ["forward"]
+        with torch.no_grad():
+            assert torch.allclose(exported.forward(inputs), model(inputs).logits, atol=1e-4)
+        return
     vocab = model.backbone.embed.num_embeddings
     ids = torch.randint(0, vocab, (3, 7))
     with torch.no_grad():
@@ -182,6 +242,10 @@ def test_load_evaluate_and_serve(name, data, tmp_path):
         again = pipeline.evaluate(max_batches=TRAIN["eval_batches"])
         assert again["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-5)
     case = CASES[name]
+    if name == "forecast":
+        case = Case(case.config, ("/v1/forecast", {"history": series_rows(data, "history"),
+                                                   "future": series_rows(data, "future")}),
+                    forecast_call(data), lambda r: r["forecasts"])
     service = Service(tmp_path / "run")
     with TestClient(create_app(service)) as client:
         assert client.get("/health").json()["objective"] == name
@@ -195,4 +259,4 @@ def test_load_evaluate_and_serve(name, data, tmp_path):
         assert response.status_code == 200, response.text
         got, expected = case.received(response.json()), case.expected(pipeline)
         assert json.loads(json.dumps(got)) == pytest.approx(json.loads(json.dumps(expected)), abs=1e-5) \
-            if name == "regress" else got == json.loads(json.dumps(expected))
+            if name in ("regress", "forecast") else got == json.loads(json.dumps(expected))

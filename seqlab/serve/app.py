@@ -7,6 +7,9 @@ Endpoints, by what the run does:
 - ``POST /v1/predict`` (classify, tag, regress): predictions for texts (token runs) or
   arrays of feature vectors (feature runs).
 - ``POST /v1/fill-mask`` (masked_lm): the likeliest tokens for each ``<mask>``.
+- ``POST /v1/forecast`` (forecast): the horizon after each series of a table sent as
+  rows (``history``, and ``future`` for known-future covariates); the forecast comes
+  back as rows, as ``ForecastPipeline.predict`` returns them.
 - ``GET /health``, ``GET /v1/info``, ``GET /`` (a playground page), ``GET /docs`` and
   ``/openapi.json`` (the schema).
 
@@ -89,7 +92,16 @@ class FillMaskRequest(Strict):
     top_k: int = Field(5, ge=1, le=100)
 
 
-CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("predict", "predict"))
+class ForecastRequest(Strict):
+    history: list[dict[str, str | float | int | None]] = Field(
+        ..., description="the series as rows: time, id, targets and covariates by column name")
+    future: list[dict[str, str | float | int | None]] | None = Field(
+        None, description="rows of known-future covariates for the horizon (time, id, columns)")
+    levels: list[float] | None = Field(None, description="central intervals, in percent")
+
+
+CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("forecast", "forecast"),
+                ("predict", "predict"))
 
 
 def _offers(pipeline, method: str) -> bool:
@@ -116,7 +128,8 @@ class Service:
         # What the run does decides what is served: its pipeline's abilities.
         self.kind = next((kind for kind, method in CAPABILITIES if _offers(self.pipeline, method)), None)
         runner = {"generate": self._generate_batch, "fill-mask": self._fill_mask_batch,
-                  "predict": self._predict_batch}.get(self.kind, lambda jobs: [])
+                  "predict": self._predict_batch,
+                  "forecast": self._forecast_batch}.get(self.kind, lambda jobs: [])
         self.batcher = Batcher(runner, max_batch=self.limits.max_batch,
                                max_wait_s=self.limits.batch_wait_ms / 1000,
                                queue_size=self.limits.queue_size)
@@ -216,6 +229,26 @@ class Service:
             out.append(rows[start:start + len(job.payload)])
             start += len(job.payload)
         return out
+
+    def _forecast_batch(self, jobs: list[Job]) -> list[list[dict]]:
+        import pandas as pd
+
+        out = []
+        for job in jobs:  # each request is its own table of series
+            req: ForecastRequest = job.payload
+            future = None if req.future is None else pd.DataFrame(req.future)
+            frame = self.pipeline.forecast(pd.DataFrame(req.history), future, levels=req.levels)
+            out.append(json.loads(frame.to_json(orient="records", date_format="iso")))
+        return out
+
+    def check_forecast(self, req: ForecastRequest) -> None:
+        if not req.history:
+            raise HTTPException(422, "history is empty")
+        data = self.pipeline.config.data
+        n = len({row.get(data.id) for row in req.history}) if data.id else 1
+        if n > self.limits.max_inputs:
+            raise HTTPException(413, f"{n} series in one request; this server takes at most "
+                                     f"{self.limits.max_inputs}")
 
     def _fill_mask_batch(self, jobs: list[Job]) -> list[list]:
         return [self.pipeline.fill_mask(job.payload.text, top_k=job.payload.top_k) for job in jobs]
@@ -366,6 +399,13 @@ def create_app(service: Service) -> FastAPI:
             authorize(request)
             service.check_fill_mask(req)
             return {"masks": await service.batcher.submit(Job(("fill", req.top_k), req))}
+
+    elif service.kind == "forecast":
+        @app.post("/v1/forecast")
+        async def forecast(req: ForecastRequest, request: Request) -> dict:
+            authorize(request)
+            service.check_forecast(req)
+            return {"forecasts": await service.batcher.submit(Job(("forecast",), req))}
 
     elif service.kind == "predict":
         @app.post("/v1/predict")
