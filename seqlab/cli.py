@@ -138,9 +138,31 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     import seqlab
 
-    strands = {"reverse_complement": True} if args.reverse_complement else {}
-    n = seqlab.load(args.run_dir, device=args.device).predict_file(args.data, args.out, **strands)
+    options = {"reverse_complement": True} if args.reverse_complement else {}
+    if args.future is not None:
+        options["future"] = args.future
+    n = seqlab.load(args.run_dir, device=args.device).predict_file(args.data, args.out, **options)
     print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def cmd_backtest(args) -> int:
+    import json
+
+    import seqlab
+    from seqlab.errors import ConfigError
+    from seqlab.io import atomic_write
+    from seqlab.tasks.backtest import backtest, leaderboard
+
+    run = seqlab.load(args.run_dir, device=args.device)
+    if run.config.task != "forecast":
+        raise ConfigError(f"backtest scores forecast runs; {args.run_dir} is a "
+                          f"{run.config.task} run")
+    names = [] if args.baselines in ("", "none") else args.baselines.split(",")
+    results = backtest({"model": run, **{n: n for n in names}}, args.data, windows=args.windows)
+    print(leaderboard(results))
+    if args.out:
+        atomic_write(args.out, json.dumps(results, indent=1))
     return 0
 
 
@@ -276,7 +298,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "merge": cmd_merge, "generate": cmd_generate, "eval": cmd_eval,
-            "predict": cmd_predict, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
+            "predict": cmd_predict, "backtest": cmd_backtest, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
             "hf": cmd_hf, "export": cmd_export, "tokenizer": cmd_tokenizer,
             "bench": cmd_bench}

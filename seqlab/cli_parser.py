@@ -44,14 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score outputs averaged over both strands (runs with a dna or rna tokenizer)")
     _add_common(p)
 
-    p = sub.add_parser("predict", help="predictions of a classify, tag or regress run for a data file")
+    p = sub.add_parser("predict", help="predictions of a classify, tag or regress run for a data "
+                                       "file; forecasts of a forecast run for a table of series")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="file, folder or glob read like the training data "
                                                  "(labels are not needed)")
-    p.add_argument("--out", required=True, help="where to write the predictions: .csv, .tsv or .jsonl")
+    p.add_argument("--out", required=True, help="where to write the predictions: .csv, .tsv or "
+                                                "(not forecasts) .jsonl, or (forecasts) .parquet")
     p.add_argument("--device", default="cpu")
     p.add_argument("--reverse-complement", action="store_true",
                    help="average each prediction over both strands (runs with a dna or rna tokenizer)")
+    p.add_argument("--future", default=None,
+                   help="forecast runs: a table of the known-future covariates for the horizon")
+    _add_common(p)
+
+    p = sub.add_parser("backtest", help="rolling-origin scores of a forecast run and baselines")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="a table of series (CSV, TSV or Parquet)")
+    p.add_argument("--windows", type=int, default=3, help="origins per series, one horizon apart")
+    p.add_argument("--baselines", default="naive,seasonal_naive",
+                   help="comma-separated: naive, seasonal_naive, mean, drift, auto_ets, auto_arima "
+                        "(the last two need statsforecast), or none")
+    p.add_argument("--out", default=None, help="also write the scores as JSON")
+    p.add_argument("--device", default="cpu")
     _add_common(p)
 
     p = sub.add_parser("fill-mask", help="the likeliest tokens for each <mask> (masked_lm runs)")

@@ -151,6 +151,41 @@ class Forecaster:
             raise ConfigError("pass the series to forecast from: predict(df)")
         return self._fitted().predict(self._train if df is None else df, future, levels=levels)
 
+    def backtest(self, df=None, *, windows: int = 3, baselines=("seasonal_naive",),
+                 refit: bool = False, levels=None) -> dict[str, dict]:
+        """Rolling-origin scores (``seqlab.tasks.backtest``) of this model and
+        ``baselines`` on ``df`` (default: the training data), ``windows`` origins per
+        series one horizon apart. ``refit``: train a fresh model on each origin's history
+        (every series cut at that origin) instead of scoring the fitted one everywhere."""
+        from seqlab.tasks.backtest import backtest, merge_scores
+
+        data = self._train if df is None else df
+        if data is None:
+            raise ConfigError("pass the series to backtest on: backtest(df)")
+        levels = self.params.get("levels", (80, 95)) if levels is None else levels
+        compared = {"model": self._fitted(), **{b: b for b in baselines}}
+        if not refit:
+            return backtest(compared, data, windows=windows, levels=levels)
+        import pandas as pd
+
+        from seqlab.data.series import read_table
+
+        frame = read_table(data, "the backtest data")
+        p = self.params
+        time, key, h = p["time"], p["id"], p["horizon"]
+        parts = []
+        for j in range(windows, 0, -1):  # origin j: every series without its last j horizons
+            grouped = frame.groupby(key, sort=False) if key else [(None, frame)]
+            cut_frame = pd.concat([g.sort_values(time).iloc[:len(g) - (j - 1) * h]
+                                   for _, g in grouped], ignore_index=True)
+            train = pd.concat([g.sort_values(time).iloc[:len(g) - j * h]
+                               for _, g in (cut_frame.groupby(key, sort=False) if key
+                                            else [(None, cut_frame)])], ignore_index=True)
+            fresh = Forecaster(**{**p, "run_dir": None}, **self.options).fit(train)
+            compared = {"model": fresh.pipeline, **{b: b for b in baselines}}
+            parts.append(backtest(compared, cut_frame, windows=1, levels=levels))
+        return merge_scores(parts)
+
     def save(self, path: str | Path) -> Path:
         """Copy the run directory to ``path``; ``seqlab.load(path)`` reads it back."""
         self._fitted()

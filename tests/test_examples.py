@@ -37,6 +37,8 @@ CASES = {
                         {"data.tags_path": "genes/regions.fasta"}),
         "regress.yaml": ("promoters/train.fasta", "promoters/val.fasta", ["predict"],
                          {"data.labels": "promoters/expression.csv"})}),
+    # a forecast run splits its one table by time: no validation file
+    "forecast": (["--small"], {"config.yaml": ("elnino.csv", None, ["backtest", "--windows", "2"])}),
 }
 
 
@@ -69,9 +71,11 @@ def test_example_trains_evaluates_and_predicts(name, config, prepared, tmp_path,
     assert f"seqlab train examples/{name}/{config}" in text  # the commands it documents
     assert yaml.safe_load(text)["data"]["path"].startswith(f"examples/{name}/data/")
     run = tmp_path / "run"
-    sets = {"data.path": data / train, "data.val_path": data / val, "train.steps": 2,
+    sets = {"data.path": data / train, "train.steps": 2,
             "train.eval_every": 2, "train.batch_size": 4, "train.eval_batches": 2,
             "train.progress": "false", **{k: data / v for k, v in (more[0] if more else {}).items()}}
+    if val is not None:
+        sets["data.val_path"] = data / val
     args = ["train", str(path), "--out", str(run), "-q"]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
@@ -80,6 +84,8 @@ def test_example_trains_evaluates_and_predicts(name, config, prepared, tmp_path,
     command = [after[0], str(run), *after[1:]]
     if after[0] == "predict":
         command += ["--data", str(data / val), "--out", str(tmp_path / "predictions.csv")]
+    elif after[0] == "backtest":
+        command += ["--data", str(data / train), "--out", str(tmp_path / "scores.json")]
     assert main(command + ["-q"]) == 0, capsys.readouterr().err
     if after[0] == "predict":
         assert len((tmp_path / "predictions.csv").read_text().splitlines()) > 1

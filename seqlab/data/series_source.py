@@ -60,6 +60,9 @@ class SeriesOptions(FileOptions, SeriesColumns):
     def __post_init__(self):
         FileOptions.__post_init__(self)
         SeriesColumns.__post_init__(self)
+        if self.val_path is not None or self.eval_sets:
+            raise ConfigError("the series source splits every series by time (data.val_steps, "
+                              "data.test_steps); it reads no data.val_path or data.eval_sets")
         for name in ("context", "horizon"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
@@ -280,23 +283,30 @@ class SeriesSource(DataSource):
     def scales(self, data: SeriesSet, ends: np.ndarray) -> tuple[np.ndarray, ...]:
         """(N, K) loc, scale and seasonal-naive MAE (MASE's denominator) of every series'
         targets over its rows before ``ends``."""
-        m = int(self.stats["season"])
-        out = []
-        for i, e in enumerate(ends):
-            part = data.target[int(data.offsets[i]):int(data.offsets[i]) + int(e)]
-            loc, scale = target_scale(part, self.options.scaling)
-            lag = m if len(part) > m else 1
-            with _quiet():
-                naive = np.nanmean(np.abs(part[lag:] - part[:-lag]), 0) if len(part) > lag \
-                    else np.full(part.shape[1], np.nan)
-            out.append((loc, scale, np.where(np.isfinite(naive) & (naive > 0), naive, np.nan)))
+        out = [self.scales_of(data, i, int(e)) for i, e in enumerate(ends)]
         return tuple(np.stack([o[j] for o in out]).astype(np.float32) for j in range(3))
 
+    def scales_of(self, data: SeriesSet, i: int, end: int) -> tuple[np.ndarray, ...]:
+        """(K,) loc, scale and seasonal-naive MAE of series ``i``'s rows before ``end``."""
+        m = int(self.stats["season"])
+        part = data.target[int(data.offsets[i]):int(data.offsets[i]) + end]
+        loc, scale = target_scale(part, self.options.scaling)
+        lag = m if len(part) > m else 1
+        naive = np.full(part.shape[1], np.nan)
+        if len(part) > lag:
+            with _quiet():
+                naive = np.nanmean(np.abs(part[lag:] - part[:-lag]), 0)
+        naive = np.where(np.isfinite(naive) & (naive > 0), naive, np.nan)
+        return loc, scale, naive.astype(np.float32)
+
     def batch(self, data: SeriesSet, windows: Windows, scale: tuple[np.ndarray, ...], *,
-              index: np.ndarray | None = None, future: SeriesSet | None = None) -> Batch:
+              index: np.ndarray | None = None, future: SeriesSet | None = None,
+              scale_index: np.ndarray | None = None) -> Batch:
         """The batch of ``windows`` (see the module docstring for the feature layout).
 
-        ``scale``: (N, K) loc, scale and seasonal-naive MAE per series of ``data``. ``future``: forecasting
+        ``scale``: (N, K) loc, scale and seasonal-naive MAE per series of ``data`` (or,
+        with ``scale_index``, rows of them picked per window: a backtest scales each
+        window by its own history). ``future``: forecasting
         past the end of ``data`` (windows end a horizon after it), the horizon's future
         covariates and calendar come from ``future``'s first rows (same series order);
         the batch then has no targets.
@@ -306,7 +316,8 @@ class SeriesSource(DataSource):
         B = len(windows.series)
         start = data.offsets[windows.series] + windows.end - C - H  # (B,) global rows
         past_rows = start[:, None] + np.arange(C)  # (B, C)
-        loc, sc = scale[0][windows.series], scale[1][windows.series]  # (B, K)
+        pick = windows.series if scale_index is None else scale_index
+        loc, sc = scale[0][pick], scale[1][pick]  # (B, K)
         scaled = (data.target[past_rows] - loc[:, None]) / sc[:, None]  # (B, C, K)
         parts = [np.concatenate([np.nan_to_num(scaled), np.zeros((B, H, k), np.float32)], 1)]
         if o.missing == "mask":
@@ -331,7 +342,7 @@ class SeriesSource(DataSource):
             targets = torch.from_numpy(y.astype(np.float32))
         extras = {"loc": torch.from_numpy(loc.astype(np.float32)),
                   "scale": torch.from_numpy(sc.astype(np.float32)),
-                  "naive": torch.from_numpy(scale[2][windows.series])}
+                  "naive": torch.from_numpy(scale[2][pick])}
         index = np.arange(B) if index is None else np.asarray(index)
         return Batch(inputs, targets, None, extras, torch.from_numpy(index))
 
