@@ -179,8 +179,10 @@ def main() -> None:
         "Plain formula: the same seqlab model with every adapter sent through "
         "`lora_reference` (`x W^T + b + scale * (x A^T) B^T` as separate autograd ops, which is "
         "how `LoRALinear` computed before issue 10 and still does under dropout or autocast); "
-        "`fused path / plain` is what `_LoRAMatmul` (one in-place addmm for the low-rank term, "
-        "hand-written backward) buys.")
+        "`fused path / plain` is what `_LoRAMatmul` buys: at these sizes (N >= in rows) the "
+        "adapter folded into the weight, `W + scale B A` (rebuilt in backward), so the output "
+        "and the input gradient take one GEMM each; a hand-written backward with no gradient "
+        "for frozen weights.")
     report("bench_lora", "LoRA fine-tuning throughput: seqlab gpt vs HF GPT-2 + peft (CPU)", args,
            [table, plain_table, notes])
 

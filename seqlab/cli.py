@@ -161,6 +161,13 @@ def cmd_backtest(args) -> int:
     names = [] if args.baselines in ("", "none") else args.baselines.split(",")
     results = backtest({"model": run, **{n: n for n in names}}, args.data, windows=args.windows)
     print(leaderboard(results))
+    from pathlib import Path
+
+    from seqlab.plots import plot_errors_by_step
+
+    plot = Path(args.run_dir) / "plots" / "backtest_errors.png"
+    plot.parent.mkdir(exist_ok=True)
+    plot_errors_by_step({n: r["mae_by_step"] for n, r in results.items()}, plot)
     if args.out:
         atomic_write(args.out, json.dumps(results, indent=1))
     return 0

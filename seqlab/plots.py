@@ -95,3 +95,49 @@ def plot_confusion(matrix, names: list, path: Path, *, title: str = "confusion m
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def plot_forecasts(panels: list[dict], path: Path, *, title: str = "forecasts") -> None:
+    """One panel per forecast window: its history, the forecast with its interval fans
+    (widest palest) and what happened. Each panel: ``history`` (C,), ``actual`` (H,),
+    ``point`` (H,), ``bands`` {level: (lo (H,), hi (H,))} and a ``name``."""
+    fig = new_figure(7, 2.2 * max(len(panels), 1))
+    if fig is None or not panels:
+        logger.info("nothing to plot, or matplotlib is not installed; skipping %s", path)
+        return
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, i + 1)
+        history, actual = list(panel["history"]), list(panel["actual"])
+        C, H = len(history), len(actual)
+        ahead = range(C, C + H)
+        ax.plot(range(C), history, color="black", linewidth=1, label="history")
+        for j, (level, (lo, hi)) in enumerate(sorted(panel["bands"].items(), reverse=True)):
+            ax.fill_between(ahead, lo, hi, color="tab:blue", alpha=0.15 + 0.15 * j,
+                            linewidth=0, label=f"{level:g}% interval")
+        ax.plot(ahead, panel["point"], color="tab:blue", label="forecast")
+        ax.plot(ahead, actual, "o", color="black", markersize=2.5, label="actual")
+        ax.set_ylabel(panel["name"], fontsize=8)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.set_title(title)
+            ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def plot_errors_by_step(errors: dict[str, list[float]], path: Path, *,
+                        metric: str = "MAE") -> None:
+    """A line per forecaster: its error at each horizon step (1 .. H)."""
+    fig = new_figure(6, 3.5)
+    if fig is None or not errors:
+        logger.info("nothing to plot, or matplotlib is not installed; skipping %s", path)
+        return
+    ax = fig.add_subplot()
+    for name, values in errors.items():
+        ax.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=name)
+    ax.set_xlabel("steps ahead")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path)

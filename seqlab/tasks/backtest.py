@@ -15,7 +15,8 @@ ed., section 5.5) derive for each method; and ``auto_ets`` and ``auto_arima``, s
 AutoETS and AutoARIMA (the ``forecast`` extra) fitted on each history with its season,
 their intervals their own. Scores per forecaster: MAE, RMSE, MASE (scaled
 by the in-sample seasonal-naive MAE of each history), sMAPE (percent), CRPS (twice the
-mean pinball loss over the levels 0.05..0.95) and the coverage of each central interval.
+mean pinball loss over the levels 0.05..0.95), the coverage of each central interval, and
+``mae_by_step``, the MAE at each step ahead.
 """
 
 from __future__ import annotations
@@ -146,10 +147,11 @@ def score(point: np.ndarray, quantiles: np.ndarray, truth: np.ndarray, naive: np
     e = y[..., None] - quantiles[..., :c]
     crps = 2 * np.maximum(tau * e, (tau - 1) * e).mean(-1)
     out["crps"] = float(crps[seen].sum() / n)
+    per_step = np.abs(error).sum((0, 2)) / np.maximum(seen.sum((0, 2)), 1)
     for i, level in enumerate(levels):
         lo, hi = quantiles[..., c + 2 * i], quantiles[..., c + 2 * i + 1]
         out[f"coverage_{level:g}"] = 100 * float(((y >= lo) & (y <= hi) & seen).sum()) / n
-    return {k: float(v) for k, v in out.items()}
+    return {**{k: float(v) for k, v in out.items()}, "mae_by_step": per_step.tolist()}
 
 
 def _model_forecasts(pipeline, data, cuts: Cuts, probabilities: list[float],
@@ -238,6 +240,10 @@ def merge_scores(parts: list[dict[str, dict]]) -> dict[str, dict]:
         for metric in parts[0][name]:
             if metric == "windows":
                 continue
+            if metric == "mae_by_step":
+                merged[metric] = (np.sum([np.array(p[name][metric]) * p[name]["windows"]
+                                          for p in parts], 0) / n).tolist()
+                continue
             if metric == "rmse":
                 merged[metric] = math.sqrt(sum(p[name][metric] ** 2 * p[name]["windows"]
                                                for p in parts) / n)
@@ -250,7 +256,7 @@ def merge_scores(parts: list[dict[str, dict]]) -> dict[str, dict]:
 def leaderboard(results: dict[str, dict], by: str = "mase") -> str:
     """A Markdown table of backtest results, best ``by`` first."""
     names = sorted(results, key=lambda n: results[n].get(by, float("inf")))
-    columns = [c for c in next(iter(results.values())) if c != "windows"]
+    columns = [c for c in next(iter(results.values())) if c not in ("windows", "mae_by_step")]
     lines = ["| forecaster | " + " | ".join(columns) + " |",
              "|---|" + "---|" * len(columns)]
     for name in names:

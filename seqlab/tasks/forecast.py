@@ -22,6 +22,7 @@ import torch
 from seqlab.errors import ConfigError
 from seqlab.models.forecast_head import (CRPS_LEVELS, DEFAULT_QUANTILES, N_PARAMS, ForecastHead,
                                          check_quantiles, crps_from_quantiles, interval_levels)
+from seqlab.plots import plot_errors_by_step, plot_forecasts
 from seqlab.tasks.base import Metric, Objective, register_objective
 from seqlab.tasks.forecast_predict import ForecastPipeline
 
@@ -64,6 +65,7 @@ class ForecastMetric(Metric):
         self.covered = [0.0] * len(levels)
         self.by_step = torch.zeros(head.horizon, dtype=torch.float64)  # summed |error| per step
         self.n_step = torch.zeros(head.horizon, dtype=torch.float64)
+        self.panels: list[dict] = []  # the first few windows, for the forecast plot
 
     def update(self, result, batch) -> None:
         params, ex = result.outputs, batch.extras
@@ -84,6 +86,20 @@ class ForecastMetric(Metric):
         self.sums["smape"] += float(ratio[seen].sum())
         self.by_step += error.abs().sum((0, 2)).double()
         self.n_step += seen.sum((0, 2)).double()
+        bands = {}
+        if self.head.probabilistic and len(self.panels) < PANELS:
+            q = self.head.quantiles(params, interval_levels(self.levels), loc, scale,
+                                    generator=torch.Generator().manual_seed(0))
+            bands = {level: (q[..., 2 * i], q[..., 2 * i + 1]) for i, level in enumerate(self.levels)}
+        for b in range(min(PANELS - len(self.panels), y.shape[0])):
+            C = batch.inputs.shape[1] - y.shape[1]
+            history = batch.inputs[b, :C, 0].float() * scale[b, 0] + loc[b, 0]
+            self.panels.append({
+                "name": f"window {int(batch.index[b]) if batch.index is not None else b}",
+                "history": history.tolist(), "actual": y[b, :, 0].tolist(),
+                "point": point[b, :, 0].tolist(),
+                "bands": {lv: (lo[b, :, 0].tolist(), hi[b, :, 0].tolist())
+                          for lv, (lo, hi) in bands.items()}})
         if not self.head.probabilistic:
             return
         generator = torch.Generator().manual_seed(0)
@@ -111,6 +127,9 @@ class ForecastMetric(Metric):
     def mae_by_step(self) -> list[float]:
         """MAE at each horizon step (1 .. H), for the backtest plot."""
         return (self.by_step / self.n_step.clamp(min=1)).tolist()
+
+
+PANELS = 4  # forecast windows drawn in plots/forecast.png
 
 
 @register_objective("forecast", ForecastOptions, sources=("series",), label_kind="series")
@@ -149,6 +168,16 @@ class Forecast(Objective):
     def evaluate_batches(self, model, batches, *, name="val"):
         self._head = getattr(model, "module", model).head  # (DDP wraps the model)
         return super().evaluate_batches(model, batches, name=name)
+
+    def write_plots(self, plots_dir) -> None:
+        """``forecast.png``: the first validation windows with their fans and actuals;
+        ``errors_by_step.png``: MAE at each step ahead of every evaluated set."""
+        val = self.last_metrics.get("val")
+        if val is not None:
+            plot_forecasts(val.panels, plots_dir / "forecast.png",
+                           title=f"forecast: validation ({self.config.data.target[0]})")
+        plot_errors_by_step({name: m.mae_by_step() for name, m in self.last_metrics.items()},
+                            plots_dir / "errors_by_step.png")
 
     def pipeline(self, model, run_dir=None) -> ForecastPipeline:
         return ForecastPipeline(self, model, run_dir)

@@ -55,6 +55,7 @@ def test_scores_equal_a_direct_computation():
     assert out["rmse"] == pytest.approx(np.sqrt((e ** 2).mean()))
     assert out["mase"] == pytest.approx((np.abs(e) / 0.8).mean())
     assert out["coverage_80"] == pytest.approx(100 * (np.abs(e) <= 0.6).mean())
+    np.testing.assert_allclose(out["mae_by_step"], np.abs(e).mean((0, 2)))
     truth[0, 0, 0] = np.nan  # a missing value counts nowhere
     fewer = score(point, quantiles, truth, naive, levels)
     assert fewer["mae"] == pytest.approx(np.abs(e).reshape(-1)[1:].mean())
@@ -66,6 +67,9 @@ def test_merged_scores_weigh_by_windows():
     merged = merge_scores([a, b])["m"]
     assert merged["mae"] == pytest.approx(3.25) and merged["windows"] == 4
     assert merged["rmse"] == pytest.approx(math.sqrt((1 + 3 * 4) / 4))
+    steps = merge_scores([{"m": {"mae_by_step": [1.0, 2.0], "windows": 1}},
+                          {"m": {"mae_by_step": [3.0, 2.0], "windows": 1}}])["m"]["mae_by_step"]
+    assert steps == [2.0, 2.0]
 
 
 def series(n: int = 70) -> pd.DataFrame:
@@ -119,7 +123,9 @@ def test_cli_predict_and_backtest(fitted, tmp_path, capsys):
     assert main(["backtest", run, "--data", str(path), "--windows", "2", "--baselines", "mean",
                  "--out", str(tmp_path / "scores.json"), "-q"]) == 0
     assert "| mean |" in capsys.readouterr().out
-    assert set(json.loads((tmp_path / "scores.json").read_text())) == {"model", "mean"}
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores) == {"model", "mean"} and len(scores["mean"]["mae_by_step"]) == H
+    assert (fitted.run_dir / "plots" / "backtest_errors.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

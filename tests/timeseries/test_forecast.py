@@ -150,6 +150,9 @@ def test_a_forecaster_fits_predicts_saves_and_loads(tmp_path):
     assert (out["y"] <= out["y-hi-80"]).all() and (out["y-hi-80"] <= out["y-hi-95"]).all()
     means = out.groupby("id")["y"].mean()  # forecasts are in each series' own units
     assert means["s0"] < means["s1"] < means["s2"]
+    plots = tmp_path / "run" / "plots"
+    assert (plots / "forecast.png").stat().st_size > 1000
+    assert (plots / "errors_by_step.png").stat().st_size > 1000
     f.save(tmp_path / "saved")
     loaded = seqlab.load(tmp_path / "saved")
     pd.testing.assert_frame_equal(loaded.predict(df, future), out)
