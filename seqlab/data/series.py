@@ -33,11 +33,12 @@ more; windows are cut from it later (``seqlab.data.series_source``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
+from seqlab.data.series_time import (check_grid, first_stamps, infer_frequency, need_pandas,
+                                     read_table, stamp, time_column)
 from seqlab.errors import ConfigError, DataError
 
 MISSING_POLICIES = ("error", "interpolate", "ffill", "drop", "mask")
@@ -52,14 +53,6 @@ CALENDAR = {
     "month": (lambda t: t.month - 1, 12),
 }
 SINGLE = "series"  # the id of the one series of a table without an id column
-
-
-def _pandas():
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        raise ConfigError("time series need pandas: pip install pandas") from None
-    return pd
 
 
 @dataclass
@@ -154,135 +147,13 @@ class SeriesSet:
         last = self.times[int(self.offsets[i + 1]) - 1]
         if isinstance(self.freq, int):
             return last + self.freq * np.arange(1, horizon + 1)
-        pd = _pandas()
+        pd = need_pandas()
         return pd.date_range(pd.Timestamp(last), periods=horizon + 1, freq=self.freq)[1:].to_numpy()
-
-
-def read_table(data, where: str = "data"):
-    """A DataFrame from a DataFrame, a CSV/TSV file or a Parquet file (or a list of files)."""
-    pd = _pandas()
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, (list, tuple)):
-        frames = [read_table(p) for p in data]
-        if not frames:
-            raise DataError(f"{where}: no files")
-        return pd.concat(frames, ignore_index=True)
-    path = Path(data)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (a CSV, TSV or Parquet table is expected)")
-    try:
-        if path.suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if path.suffix in (".csv", ".tsv", ".txt") or path.name.endswith((".csv.gz", ".tsv.gz")):
-            return pd.read_csv(path, sep="\t" if ".tsv" in path.name else ",")
-    except Exception as e:  # pandas raises many kinds for a malformed file
-        raise DataError(f"{path}: cannot be read as a table ({type(e).__name__}: {e})") from None
-    raise DataError(f"{path}: unknown table format {path.suffix!r}; use .csv, .tsv or .parquet")
-
-
-def _ts(t) -> str:
-    """A timestamp as people write it (2020-01-04, 2020-01-04 06:00:00) or an int step."""
-    if isinstance(t, np.datetime64):
-        stamp = _pandas().Timestamp(t)
-        return str(stamp.date()) if stamp == stamp.normalize() else str(stamp)
-    return str(t)
-
-
-def _freq(freq) -> str:
-    return str(freq) if isinstance(freq, int) else freq.freqstr
-
-
-def _first(times, mask, n: int = 3) -> str:
-    return ", ".join(_ts(t) for t in np.asarray(times)[np.asarray(mask)][:n])
-
-
-def _time_column(frame, columns: SeriesColumns, where: str):
-    """The time column as datetime64[ns] or int64 (strings parsed as dates)."""
-    pd = _pandas()
-    raw = frame[columns.time]
-    if pd.api.types.is_integer_dtype(raw):
-        return raw.to_numpy(np.int64)
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        values = raw
-    else:
-        try:
-            values = pd.to_datetime(raw)
-        except (ValueError, TypeError) as e:
-            raise DataError(f"{where}: column {columns.time!r} is neither integer steps nor "
-                            f"dates ({e})") from None
-    if getattr(values.dt, "tz", None) is not None:
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    if values.isna().any():
-        bad = np.flatnonzero(values.isna().to_numpy())[:3]
-        raise DataError(f"{where}: column {columns.time!r} is empty or unparseable in row(s) "
-                        f"{', '.join(str(int(b)) for b in bad)}")
-    return values.to_numpy("datetime64[ns]")
-
-
-def infer_frequency(groups: list[tuple[str, np.ndarray]], given: str | None, where: str):
-    """The time step: an int for integer times, a pandas offset for dates."""
-    pd = _pandas()
-    if groups and groups[0][1].dtype.kind in "iu":
-        steps = [np.diff(t) for _, t in groups if len(t) > 1]
-        positive = np.concatenate(steps) if steps else np.array([1])
-        positive = positive[positive > 0]
-        step = int(positive.min()) if len(positive) else 1
-        if given is not None and int(given) != step:
-            raise DataError(f"{where}: data.freq is {given}, but the smallest time step is {step}")
-        return int(given) if given is not None else step
-    if given is not None:
-        try:
-            return pd.tseries.frequencies.to_offset(given)
-        except ValueError as e:
-            raise ConfigError(f"data.freq {given!r} is not a pandas frequency ({e})") from None
-    for sid, t in sorted(groups, key=lambda g: -len(g[1])):
-        if len(t) >= 3:
-            inferred = pd.infer_freq(pd.DatetimeIndex(np.sort(t)))
-            if inferred is not None:
-                return pd.tseries.frequencies.to_offset(inferred)
-            # Gaps or a changing step: take the most common step of this series.
-            diffs, counts = np.unique(np.diff(np.sort(t)), return_counts=True)
-            return pd.tseries.frequencies.to_offset(pd.Timedelta(diffs[counts.argmax()]))
-    raise DataError(f"{where}: cannot infer the frequency (no series has 3 timestamps); "
-                    "set data.freq")
-
-
-def _grid(t: np.ndarray, freq):
-    """The full time grid from t[0] to t[-1] at ``freq``."""
-    if isinstance(freq, int):
-        return np.arange(t[0], t[-1] + 1, freq, dtype=np.int64)
-    pd = _pandas()
-    return pd.date_range(pd.Timestamp(t[0]), pd.Timestamp(t[-1]), freq=freq).to_numpy()
-
-
-def _check_grid(sid: str, t: np.ndarray, freq, policy: str, where: str) -> np.ndarray | None:
-    """The grid series ``sid`` should fill, or None when it fills it already.
-
-    Raises:
-        DataError: a timestamp off the grid (the step changes mid-series), or, under the
-            ``error`` policy, a gap.
-    """
-    grid = _grid(t, freq)
-    on = np.isin(t, grid)
-    if not on.all():
-        i = int(np.argmin(on))
-        raise DataError(f"{where}: series {sid!r}: the time step changes at {_ts(t[i])} (after "
-                        f"{_ts(t[i - 1])}, off the {_freq(freq)} grid from {_ts(t[0])}); resample "
-                        "the series to one frequency")
-    if len(grid) == len(t):
-        return None
-    if policy in ("error",):
-        missing = grid[~np.isin(grid, t)]
-        raise DataError(f"{where}: series {sid!r} has {len(missing)} gap(s) in its {_freq(freq)} time "
-                        f"grid, first at {_first(missing, np.ones(len(missing), bool))}; set "
-                        "data.missing to interpolate, ffill, drop or mask")
-    return None if policy == "drop" else grid
 
 
 def _fill(values: np.ndarray, policy: str, t_index) -> np.ndarray:
     """Fill NaN in (T, C) ``values`` by ``interpolate`` or ``ffill``."""
-    pd = _pandas()
+    pd = need_pandas()
     frame = pd.DataFrame(values, index=t_index)
     if policy == "interpolate":
         method = "time" if isinstance(t_index, pd.DatetimeIndex) else "index"
@@ -296,7 +167,7 @@ def _statics(frame, columns: SeriesColumns, ids: list[str], where: str,
              categories: dict | None) -> tuple[np.ndarray, dict]:
     """(N, Z) static features: numbers as they are, strings one-hot over ``categories``
     (fitted here when None)."""
-    pd = _pandas()
+    pd = need_pandas()
     parts, fitted = [], {}
     key = columns.id
     for name in columns.static_covariates:
@@ -337,7 +208,7 @@ def calendar_features(times: np.ndarray, names: list[str]) -> np.ndarray:
         return np.zeros((len(times), 0), np.float32)
     if times.dtype.kind in "iu":
         raise ConfigError("data.calendar needs a date/time column; this one holds integer steps")
-    pd = _pandas()
+    pd = need_pandas()
     index = pd.DatetimeIndex(times)
     out = []
     for name in names:
@@ -363,7 +234,7 @@ def read_series(data, columns: SeriesColumns, *, where: str | None = None,
     Raises:
         DataError: a missing column, bad values or timestamps (see the module docstring).
     """
-    pd = _pandas()
+    pd = need_pandas()
     where = where or (str(data) if not isinstance(data, pd.DataFrame) else "DataFrame")
     frame = read_table(data, where)
     needed = columns.columns()
@@ -375,7 +246,7 @@ def read_series(data, columns: SeriesColumns, *, where: str | None = None,
         if not pd.api.types.is_numeric_dtype(frame[name]):
             raise DataError(f"{where}: column {name!r} must hold numbers, got {frame[name].dtype}")
     frame = frame[needed].copy()
-    frame[columns.time] = _time_column(frame, columns, where)
+    frame[columns.time] = time_column(frame, columns.time, where)
     if columns.id:
         frame[columns.id] = frame[columns.id].astype(str)
         groups = [(str(k), g) for k, g in frame.groupby(columns.id, sort=False)]
@@ -393,12 +264,12 @@ def read_series(data, columns: SeriesColumns, *, where: str | None = None,
         dup = np.r_[False, ordered[1:] == ordered[:-1]]
         if dup.any():
             raise DataError(f"{where}: series {sid!r}: duplicate timestamp(s) "
-                            f"{_first(ordered, dup)}; each time may appear once per series")
+                            f"{first_stamps(ordered, dup)}; each time may appear once per series")
         back = t[1:] < t[:-1]
         if back.any() and policy == "error":
             i = int(np.argmax(back)) + 1
-            raise DataError(f"{where}: series {sid!r}: timestamps are not sorted ({_ts(t[i])} comes "
-                            f"after {_ts(t[i - 1])}); sort the table, or set data.missing to a policy "
+            raise DataError(f"{where}: series {sid!r}: timestamps are not sorted ({stamp(t[i])} comes "
+                            f"after {stamp(t[i - 1])}); sort the table, or set data.missing to a policy "
                             "(the rows are then sorted)")
         g, t = g.iloc[order], ordered
         values = g[columns.numeric].to_numpy(np.float64)
@@ -408,7 +279,7 @@ def read_series(data, columns: SeriesColumns, *, where: str | None = None,
                 j = int(np.argmax(bad.any(0)))
                 raise DataError(f"{where}: series {sid!r}, column {columns.numeric[j]!r}: "
                                 f"{int(bad[:, j].sum())} NaN or infinite value(s), first at "
-                                f"{_first(t, bad[:, j])}; set data.missing to interpolate, "
+                                f"{first_stamps(t, bad[:, j])}; set data.missing to interpolate, "
                                 "ffill, drop or mask")
             values[bad] = np.nan
         if policy == "drop":
@@ -416,7 +287,7 @@ def read_series(data, columns: SeriesColumns, *, where: str | None = None,
             values, t = values[keep], t[keep]
         if len(t) == 0:
             raise DataError(f"{where}: series {sid!r} has no rows left")
-        grid = _check_grid(sid, t, freq, policy, where)
+        grid = check_grid(sid, t, freq, policy, where)
         if grid is not None:
             full = np.full((len(grid), values.shape[1]), np.nan)
             full[np.searchsorted(grid, t)] = values
