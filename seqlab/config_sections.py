@@ -62,6 +62,8 @@ class ModelConfig:
     # "ntk" (NTK-aware base scaling) by rope_factor.
     rope_scaling: str = "none"
     rope_factor: float = 1.0
+    # Feature inputs: this many consecutive steps per position (patches; 1 = none).
+    patch: int = 1
 
     def __post_init__(self):
         for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),
@@ -102,6 +104,8 @@ class ModelConfig:
                               "model.residual true and a model.norm")
         if self.rope_scaling not in ("none", "linear", "ntk"):
             raise ConfigError(f"model.rope_scaling must be none, linear or ntk, got {self.rope_scaling!r}")
+        if self.patch < 1:
+            raise ConfigError(f"model.patch must be >= 1, got {self.patch}")
         if self.rope_factor < 1:
             raise ConfigError(f"model.rope_factor must be >= 1, got {self.rope_factor}")
         if (self.rope_scaling != "none" or self.rope_factor != 1) and self.position != "rope":

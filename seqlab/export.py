@@ -163,9 +163,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     out_dir.mkdir(parents=True, exist_ok=True)
     # A forecast head reads the last ``horizon`` positions of a whole window: it has a
     # forward graph only, over more positions than that (a window has a context too).
+    # Patched features (model.patch P): the steps are P times the positions.
     window = getattr(model.head, "horizon", None)
+    patch = cfg.patch
     batch = torch.export.Dim("batch", min=1, max=4096)
-    time = torch.export.Dim("time", min=(window or 0) + 1, max=max(cfg.context_length, 2))
+    fewest = (window or 0) // patch + 1  # positions
+    if patch > 1:
+        time = patch * torch.export.Dim("patches", min=fewest, max=max(cfg.context_length, 2))
+    else:
+        time = torch.export.Dim("time", min=fewest, max=max(cfg.context_length, 2))
     graphs: dict = {}
     if model.causal and window is None:
         with torch.no_grad():
@@ -197,7 +203,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
             logger.info("no prefill graph for %s: prompts go through the step graph one token "
                         "at a time, from the zero state", ", ".join(sorted(set(cfg.mixers))))
     else:
-        graphs["forward"] = _export(Forward(model), (example_inputs(max(T, (window or 0) + 1)),),
+        graphs["forward"] = _export(Forward(model), (example_inputs(patch * max(T, fewest)),),
                                     ({0: batch, 1: time},),
                                     out_dir, "forward", fmt, opset, ["inputs"], ["outputs"], cfg)
     tokenizer = pipeline.tokenizer

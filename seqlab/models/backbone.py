@@ -87,8 +87,12 @@ class Backbone(nn.Module):
     def forward(self, inputs: Tensor, state: BackboneState | None = None, *,
                 padding_mask: Tensor | None = None) -> BackboneOutput:
         """Args: inputs (B, T) ids or (B, T, F) features; padding_mask (B, T) bool, True = real."""
-        x = self.embed(inputs)  # (B, T, D)
+        x = self.embed(inputs)  # (B, T, D); T / patch positions for patched features
         B, T = x.shape[:2]
+        if padding_mask is not None and padding_mask.shape[1] != T:
+            raise ShapeError(f"the padding mask covers {padding_mask.shape[1]} steps but the "
+                             f"input adapter made {T} positions (patched inputs take equal "
+                             "lengths, unpadded)")
         if self.position is not None:
             start = state.seen if state is not None else 0
             x = x + self.position(positions_from_mask(start, B, T, padding_mask, device=x.device))

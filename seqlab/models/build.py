@@ -54,7 +54,7 @@ def build_backbone(cfg) -> Backbone:
         blocks.append(Block(mixer, ffn=ffn, norm=norm, residual=cfg.residual,
                             dropout=cfg.dropout, post_norm=cfg.norm_position == "post"))
     kind = cfg.input or ("features" if cfg.input_dim and not cfg.vocab_size else "tokens")
-    embed = INPUTS.get(kind).build(d, cfg.vocab_size, cfg.input_dim)
+    embed = INPUTS.get(kind).build(d, cfg.vocab_size, cfg.input_dim, patch=cfg.patch)
     # Post-norm blocks end normalised: no final norm on top.
     final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
     backbone = Backbone(embed, blocks, final, position=absolute, dropout=cfg.dropout,

@@ -2,7 +2,9 @@
 
 The head reads the hidden states of the last ``horizon`` positions (the horizon's slots
 of a ``series`` window) and maps each to ``n_targets x n_params`` numbers: the
-parameters of the forecast at that step. ``loss`` picks what they mean:
+parameters of the forecast at that step. With patched inputs (``patch`` P steps per
+position) it reads the last ``horizon / P`` positions and maps each to the parameters
+of its P steps. ``loss`` picks what they mean:
 
 - ``mse``, ``mae``: a point forecast;
 - ``normal``: mean and scale (softplus) of a Gaussian;
@@ -46,25 +48,29 @@ class ForecastHead(Head):
     """See the module docstring. ``forward`` returns the raw parameters (B, H, K, P)."""
 
     def __init__(self, d_model: int, horizon: int, n_targets: int, *, loss: str = "normal",
-                 quantiles=DEFAULT_QUANTILES, samples: int = 400):
+                 quantiles=DEFAULT_QUANTILES, samples: int = 400, patch: int = 1):
         super().__init__()
+        if horizon % patch:
+            raise ConfigError(f"the horizon ({horizon}) must be a multiple of model.patch ({patch})")
+        self.patch = patch
         if loss not in N_PARAMS:
             raise ConfigError(f"forecast loss must be one of {', '.join(N_PARAMS)}, got {loss!r}")
         self.kind, self.horizon, self.n_targets, self.samples = loss, horizon, n_targets, samples
         self.levels = check_quantiles(quantiles) if loss == "quantile" else ()
         self.n_params = len(self.levels) if loss == "quantile" else N_PARAMS[loss]
-        self.proj = nn.Linear(d_model, n_targets * self.n_params)
+        self.proj = nn.Linear(d_model, patch * n_targets * self.n_params)
 
     @property
     def probabilistic(self) -> bool:
         return self.kind not in ("mse", "mae")
 
     def forward(self, hidden: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        if hidden.shape[1] < self.horizon:
-            raise ShapeError(f"the forecast head reads the last {self.horizon} positions, but "
+        slots = self.horizon // self.patch
+        if hidden.shape[1] < slots:
+            raise ShapeError(f"the forecast head reads the last {slots} positions, but "
                              f"the input has {hidden.shape[1]}")
-        out = self.proj(hidden[:, -self.horizon:])  # (B, H, K * P)
-        return out.view(*out.shape[:2], self.n_targets, self.n_params)
+        out = self.proj(hidden[:, -slots:])  # (B, H / patch, patch * K * P)
+        return out.reshape(out.shape[0], self.horizon, self.n_targets, self.n_params)
 
     def loss(self, hidden, targets, padding_mask=None, *, loc: Tensor, scale: Tensor,
              **extras) -> LossSum:

@@ -140,13 +140,17 @@ class Forecast(Objective):
 
     @classmethod
     def check(cls, config) -> None:
-        data, options = config.data, config.task_options
-        window = data.context + data.horizon
+        data, options, patch = config.data, config.task_options, config.model.patch
+        if data.context % patch or data.horizon % patch:
+            raise ConfigError(f"with model.patch {patch}, data.context ({data.context}) and "
+                              f"data.horizon ({data.horizon}) must be multiples of it")
+        window = (data.context + data.horizon) // patch
         if config.model.context_length < window:
             raise ConfigError(f"model.context_length is {config.model.context_length}, but a "
                               f"forecast window is context {data.context} + horizon "
-                              f"{data.horizon} = {window} positions; set model.context_length "
-                              f">= {window}")
+                              f"{data.horizon} = {window} positions"
+                              + (f" of {patch} steps" if patch > 1 else "")
+                              + f"; set model.context_length >= {window}")
         if options.loss == "negbin" and data.scaling == "standard":
             raise ConfigError("task_options.loss negbin models counts, which a standard scaling "
                               "would shift; set data.scaling to mean_abs (or none)")
@@ -155,7 +159,7 @@ class Forecast(Objective):
         o = self.options
         return ForecastHead(self.config.model.d_model, self.config.data.horizon,
                             len(self.config.data.target), loss=o.loss, quantiles=o.quantiles,
-                            samples=o.samples)
+                            samples=o.samples, patch=self.config.model.patch)
 
     def metric(self) -> ForecastMetric:
         return ForecastMetric(self._head, self.options.levels)
