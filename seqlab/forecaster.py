@@ -58,7 +58,7 @@ class Forecaster:
         loss: ``normal``, ``student_t``, ``negbin``, ``quantile``, ``mse`` or ``mae``.
         levels: central prediction intervals reported, in percent.
         time, target, id, past_covariates, future_covariates, static_covariates,
-        calendar, freq, scaling, missing, season: the ``data`` options of the series
+        calendar, freq, scaling, scale_by, missing, season: the ``data`` options of the series
             source (``seqlab.data.series``).
         steps, batch_size, lr, seed, d_model, n_layers: training and model size.
         run_dir: where the run goes (default: a temporary directory, kept until
@@ -70,7 +70,8 @@ class Forecaster:
                  loss: str = "normal", levels=(80, 95), time: str = "ds", target="y",
                  id: str | None = None, past_covariates=(), future_covariates=(),
                  static_covariates=(), calendar=(), freq: str | None = None,
-                 scaling: str = "standard", missing: str = "error", season: int | None = None,
+                 scaling: str = "standard", scale_by: str = "series", missing: str = "error",
+                 season: int | None = None,
                  steps: int = 500, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
                  d_model: int = 64, n_layers: int = 2, run_dir: str | Path | None = None,
                  **options: Any):
@@ -90,6 +91,7 @@ class Forecaster:
                 "future_covariates": list(p["future_covariates"]),
                 "static_covariates": list(p["static_covariates"]),
                 "calendar": list(p["calendar"]), "freq": p["freq"], "scaling": p["scaling"],
+                "scale_by": p["scale_by"],
                 "missing": p["missing"], "season": p["season"], "context": p["context"],
                 "horizon": p["horizon"], "val_steps": val_steps}
         config = {

@@ -10,7 +10,8 @@ predicts the horizon's targets. Every position is one feature vector:
 
 Targets are scaled per series (``scaling``: ``standard``, ``mean_abs`` or ``none``) by
 statistics of the part of the series a window has seen: the training split's for
-training and validation windows, the given history's for predictions. Covariates are
+training and validation windows, the given history's for predictions; or, with
+``scale_by: window``, by each window's own context. Covariates are
 standardised per column by the training split. Heads get the scale (``loc``, ``scale``
 in the batch's extras) to report forecasts in the series' own units.
 
@@ -47,7 +48,9 @@ class SeriesOptions(FileOptions, SeriesColumns):
     ``id``, covariates, ``calendar``, ``freq``, ``missing``; see
     ``seqlab.data.series``), the window (``context``, ``horizon``), the split
     (``val_steps``, default one horizon; ``test_steps``, default none) and ``scaling``.
-    ``season``: the seasonal period MASE scales by (default: 24 for hourly data, 7 daily,
+    ``scale_by``: ``series`` (each series' statistics, from what precedes the windows) or
+    ``window`` (each window's own context: level shifts and trends stay in range, as
+    NeuralForecast's window scalers do). ``season``: the seasonal period MASE scales by (default: 24 for hourly data, 7 daily,
     52 weekly, 12 monthly, 4 quarterly, else 1)."""
 
     context: int = 64
@@ -55,6 +58,7 @@ class SeriesOptions(FileOptions, SeriesColumns):
     val_steps: Union[int, None] = None
     test_steps: int = 0
     scaling: str = "standard"
+    scale_by: str = "series"
     season: Union[int, None] = None
 
     def __post_init__(self):
@@ -73,6 +77,8 @@ class SeriesOptions(FileOptions, SeriesColumns):
             raise ConfigError(f"data.val_steps ({self.val_steps}) must be >= the horizon "
                               f"({self.horizon}), and data.test_steps ({self.test_steps}) 0 or "
                               "at least one horizon")
+        if self.scale_by not in ("series", "window"):
+            raise ConfigError(f"data.scale_by must be series or window, got {self.scale_by!r}")
         if self.scaling not in SCALINGS:
             raise ConfigError(f"data.scaling must be one of {', '.join(SCALINGS)}, got "
                               f"{self.scaling!r}")
@@ -318,6 +324,9 @@ class SeriesSource(DataSource):
         past_rows = start[:, None] + np.arange(C)  # (B, C)
         pick = windows.series if scale_index is None else scale_index
         loc, sc = scale[0][pick], scale[1][pick]  # (B, K)
+        if o.scale_by == "window":  # each window by its own context
+            pairs = [target_scale(data.target[r], o.scaling) for r in past_rows]
+            loc, sc = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         scaled = (data.target[past_rows] - loc[:, None]) / sc[:, None]  # (B, C, K)
         parts = [np.concatenate([np.nan_to_num(scaled), np.zeros((B, H, k), np.float32)], 1)]
         if o.missing == "mask":

@@ -106,6 +106,20 @@ def test_a_window_carries_the_documented_features(csv):
     assert loc == pytest.approx(train.mean(), rel=1e-5)
 
 
+def test_window_scaling_uses_each_windows_context(csv):
+    src = source(config(csv, scale_by="window"))
+    data = src.data
+    batch = src.batch(data, Windows(np.array([0, 2]), np.array([30, 50])), src.train_scale)
+    for b, (s, e) in enumerate([(0, 30), (2, 50)]):
+        context = data.target[data.rows(s)][e - C - H:e - H, 0]
+        assert float(batch.extras["loc"][b, 0]) == pytest.approx(context.mean(), rel=1e-5)
+        assert float(batch.extras["scale"][b, 0]) == pytest.approx(context.std(), rel=1e-4)
+        np.testing.assert_allclose(batch.inputs[b, :C, 0].numpy(),
+                                   (context - context.mean()) / context.std(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="scale_by must be series or window"):
+        config(csv, scale_by="batch")
+
+
 def test_metrics_equal_a_numpy_reference():
     torch.manual_seed(0)
     head = ForecastHead(8, H, 1, loss="normal")
