@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seqlab.errors import ConfigError
 
 _RECURRENT = ("lstm", "gru", "rnn")
@@ -104,11 +106,11 @@ class Forecaster:
                       "eval_every": max(p["steps"] // 5, 1), "progress": False}}
         for dotted, value in self.options.items():
             section, _, key = dotted.partition(".")
-            if not key or section not in config:
+            sections = [k for k, v in config.items() if isinstance(v, dict)]
+            if not key or section not in sections:
                 raise ConfigError(f"Forecaster option {dotted!r}: give further options as "
-                                  f"section.key, one of the sections {', '.join(config)}")
-            config[section] = {**config[section], key: value} if isinstance(config[section], dict) \
-                else config[section]
+                                  f"section.key, one of the sections {', '.join(sections)}")
+            config[section] = {**config[section], key: value}
         return config
 
     def fit(self, df, *, val_steps: int | None = None) -> "Forecaster":
@@ -168,24 +170,21 @@ class Forecaster:
         compared = {"model": self._fitted(), **{b: b for b in baselines}}
         if not refit:
             return backtest(compared, data, windows=windows, levels=levels)
-        import pandas as pd
-
         from seqlab.data.series import read_table
 
-        frame = read_table(data, "the backtest data")
         p = self.params
-        time, key, h = p["time"], p["id"], p["horizon"]
+        frame = read_table(data, "the backtest data").sort_values(
+            [c for c in (p["id"], p["time"]) if c], kind="stable")
+        # each row's place from the end of its series
+        from_end = (frame.groupby(p["id"], sort=False).cumcount(ascending=False) if p["id"]
+                    else np.arange(len(frame))[::-1])
         parts = []
         for j in range(windows, 0, -1):  # origin j: every series without its last j horizons
-            grouped = frame.groupby(key, sort=False) if key else [(None, frame)]
-            cut_frame = pd.concat([g.sort_values(time).iloc[:len(g) - (j - 1) * h]
-                                   for _, g in grouped], ignore_index=True)
-            train = pd.concat([g.sort_values(time).iloc[:len(g) - j * h]
-                               for _, g in (cut_frame.groupby(key, sort=False) if key
-                                            else [(None, cut_frame)])], ignore_index=True)
+            seen = frame[from_end >= (j - 1) * p["horizon"]]
+            train = frame[from_end >= j * p["horizon"]]
             fresh = Forecaster(**{**p, "run_dir": None}, **self.options).fit(train)
             compared = {"model": fresh.pipeline, **{b: b for b in baselines}}
-            parts.append(backtest(compared, cut_frame, windows=1, levels=levels))
+            parts.append(backtest(compared, seen, windows=1, levels=levels))
         return merge_scores(parts)
 
     def save(self, path: str | Path) -> Path:

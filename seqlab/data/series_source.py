@@ -27,6 +27,8 @@ before its batch is made.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Union
 
@@ -36,6 +38,7 @@ import torch
 from seqlab.data.batch import Batch
 from seqlab.data.sampling import EVAL_STREAM, TRAIN_STREAM, restored_seed, seeded_rng
 from seqlab.data.series import SeriesColumns, SeriesSet, read_series
+from seqlab.data.series_time import freq_name
 from seqlab.data.sources import DataSource, FileOptions, register_source
 from seqlab.errors import ConfigError, DataError
 
@@ -110,18 +113,12 @@ def target_scale(values: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
     return loc.astype(np.float32), scale.astype(np.float32)
 
 
-class _quiet:
+@contextlib.contextmanager
+def _quiet():
     """Silence NumPy's 'mean of empty slice' warnings (an all-missing column is handled)."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
+        yield
 
 
 @dataclass
@@ -195,6 +192,7 @@ class SeriesSource(DataSource):
             self.stats = self._fit()
         self.train_scale = self.scales(self.data, self.train_end)
         self.train_windows = self._train_windows()
+        self._cumulative = np.cumsum(self.train_windows)  # for drawing windows by index
         self.val_windows = self._split_windows(self.train_end, o.val_steps)
         self.test_windows = (self._split_windows(self.train_end + o.val_steps, o.test_steps)
                              if o.test_steps else None)
@@ -211,8 +209,7 @@ class SeriesSource(DataSource):
             return {"mean": np.nan_to_num(mean).tolist(),
                     "std": np.where(np.isfinite(std) & (std > 1e-8), std, 1.0).tolist()}
 
-        freq = d.freq if isinstance(d.freq, int) else d.freq.freqstr
-        return {"freq": freq, "categories": getattr(self, "_categories", {}),
+        return {"freq": freq_name(d.freq), "categories": getattr(self, "_categories", {}),
                 "past": standard(d.past[rows]), "future": standard(d.future[rows]),
                 "static": standard(d.static), "static_width": int(d.static.shape[1]),
                 "season": o.season or default_season(d.freq), "columns": o.columns()}
@@ -245,8 +242,7 @@ class SeriesSource(DataSource):
         return Windows(series[ok], ends[ok])
 
     def train_batch(self, step: int, micro: int) -> Batch:
-        counts = self.train_windows
-        cumulative = np.cumsum(counts)
+        counts, cumulative = self.train_windows, self._cumulative
         rng = seeded_rng(self.ctx.seed, TRAIN_STREAM, step, micro)
         picks = rng.integers(0, int(cumulative[-1]), size=self.ctx.batch_size)
         series = np.searchsorted(cumulative, picks, side="right")
@@ -286,10 +282,12 @@ class SeriesSource(DataSource):
         return list(self._read(path).ids)
 
     # -- one batch -------------------------------------------------------------------------
-    def scales(self, data: SeriesSet, ends: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(N, K) loc, scale and seasonal-naive MAE (MASE's denominator) of every series'
-        targets over its rows before ``ends``."""
-        out = [self.scales_of(data, i, int(e)) for i, e in enumerate(ends)]
+    def scales(self, data: SeriesSet, ends: np.ndarray,
+               series: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """(N, K) loc, scale and seasonal-naive MAE (MASE's denominator) of the targets of
+        every series (or of ``series[j]`` for each j) over its rows before ``ends``."""
+        series = np.arange(len(ends)) if series is None else series
+        out = [self.scales_of(data, int(i), int(e)) for i, e in zip(series, ends)]
         return tuple(np.stack([o[j] for o in out]).astype(np.float32) for j in range(3))
 
     def scales_of(self, data: SeriesSet, i: int, end: int) -> tuple[np.ndarray, ...]:
@@ -367,7 +365,7 @@ class SeriesSource(DataSource):
     def describe(self) -> str:
         o = self.options
         return (f"{len(self.data)} series, {int(self.data.lengths().sum()):,} steps "
-                f"({self.data.freq if isinstance(self.data.freq, int) else self.data.freq.freqstr}), "
+                f"({freq_name(self.data.freq)}), "
                 f"{int(self.train_windows.sum()):,} training windows of {o.context} + {o.horizon}")
 
 

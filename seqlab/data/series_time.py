@@ -49,7 +49,8 @@ def stamp(t) -> str:
     return str(t)
 
 
-def _freq(freq) -> str:
+def freq_name(freq) -> str:
+    """An int step as it is, a pandas offset by its alias (D, h, MS)."""
     return str(freq) if isinstance(freq, int) else freq.freqstr
 
 
@@ -128,17 +129,17 @@ def check_grid(sid: str, t: np.ndarray, freq, policy: str, where: str) -> np.nda
     if not on.all():
         i = int(np.argmin(on))
         raise DataError(f"{where}: series {sid!r}: the time step changes at {stamp(t[i])} (after "
-                        f"{stamp(t[i - 1])}, off the {_freq(freq)} grid from {stamp(t[0])}); resample "
+                        f"{stamp(t[i - 1])}, off the {freq_name(freq)} grid from {stamp(t[0])}); resample "
                         "the series to one frequency")
     if len(grid) == len(t):
         return None
     if policy in ("error",):
         missing = grid[~np.isin(grid, t)]
-        raise DataError(f"{where}: series {sid!r} has {len(missing)} gap(s) in its {_freq(freq)} time "
+        raise DataError(f"{where}: series {sid!r} has {len(missing)} gap(s) in its {freq_name(freq)} time "
                         f"grid, first at {first_stamps(missing, np.ones(len(missing), bool))}; set "
                         "data.missing to interpolate, ffill, drop or mask")
     return None if policy == "drop" else grid
 
 
 __all__ = ["check_grid", "first_stamps", "infer_frequency", "need_pandas", "read_table", "stamp",
-           "time_column"]
+           "freq_name", "time_column"]

@@ -76,8 +76,7 @@ def baseline_forecast(method: str, history: np.ndarray, horizon: int, season: in
     m = season if T > season else 1
     if method == "naive":
         point = np.repeat(history[-1:], horizon, 0)
-        fitted, widen = history[:-1], np.sqrt(h)
-        resid = history[1:] - fitted
+        resid, widen = history[1:] - history[:-1], np.sqrt(h)
     elif method == "seasonal_naive":
         point = history[T - m + (h[:, 0] - 1) % m]
         resid = history[m:] - history[:-m]
@@ -166,7 +165,7 @@ def _model_forecasts(pipeline, data, cuts: Cuts, probabilities: list[float],
             pick = np.arange(start, min(start + batch_size, len(ends)))
             windows = Windows(cuts.windows.series[pick], cuts.windows.end[pick])
             # each window's scale from its own history: rows before its origin
-            sub = _history_scale(source, data, windows.series, ends[pick])
+            sub = source.scales(data, ends[pick], windows.series)
             batch = source.batch(data, windows, sub, index=pick,
                                  scale_index=np.arange(len(pick))).to(pipeline.device)
             params = model(batch.inputs).logits
@@ -175,12 +174,6 @@ def _model_forecasts(pipeline, data, cuts: Cuts, probabilities: list[float],
             quantiles.append(head.quantiles(params, probabilities, loc, scale,
                                             generator=generator).cpu().numpy())
     return np.concatenate(points), np.concatenate(quantiles)
-
-
-def _history_scale(source, data, series: np.ndarray, origins: np.ndarray):
-    """(W, K) loc, scale and naive MAE of each window's history (rows before its origin)."""
-    parts = [source.scales_of(data, int(s), int(o)) for s, o in zip(series, origins)]
-    return tuple(np.stack([p[j] for p in parts]) for j in range(3))
 
 
 def backtest(forecasters: dict, data, *, windows: int = 3, levels=(80, 95)) -> dict[str, dict]:
@@ -208,7 +201,7 @@ def backtest(forecasters: dict, data, *, windows: int = 3, levels=(80, 95)) -> d
     levels = [float(v) for v in levels]
     probabilities = list(CRPS_LEVELS) + interval_levels(levels)
     origins = cuts.windows.end - o.horizon
-    naive = _history_scale(source, series, cuts.windows.series, origins)[2]
+    naive = source.scales(series, origins, cuts.windows.series)[2]
     out = {}
     for name, forecaster in forecasters.items():
         if isinstance(forecaster, str):

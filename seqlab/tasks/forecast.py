@@ -86,11 +86,13 @@ class ForecastMetric(Metric):
         self.sums["smape"] += float(ratio[seen].sum())
         self.by_step += error.abs().sum((0, 2)).double()
         self.n_step += seen.sum((0, 2)).double()
-        bands = {}
-        if self.head.probabilistic and len(self.panels) < PANELS:
-            q = self.head.quantiles(params, interval_levels(self.levels), loc, scale,
-                                    generator=torch.Generator().manual_seed(0))
-            bands = {level: (q[..., 2 * i], q[..., 2 * i + 1]) for i, level in enumerate(self.levels)}
+        c = len(CRPS_LEVELS)
+        q, bands = None, []
+        if self.head.probabilistic:  # (B, H, K, Q): the CRPS levels, then each interval's bounds
+            q = self.head.quantiles(params, list(CRPS_LEVELS) + interval_levels(self.levels),
+                                    loc, scale, generator=torch.Generator().manual_seed(0))
+            bands = [(level, q[..., c + 2 * i], q[..., c + 2 * i + 1])
+                     for i, level in enumerate(self.levels)]
         for b in range(min(PANELS - len(self.panels), y.shape[0])):
             C = batch.inputs.shape[1] - y.shape[1]
             history = batch.inputs[b, :C, 0].float() * scale[b, 0] + loc[b, 0]
@@ -99,17 +101,13 @@ class ForecastMetric(Metric):
                 "history": history.tolist(), "actual": y[b, :, 0].tolist(),
                 "point": point[b, :, 0].tolist(),
                 "bands": {lv: (lo[b, :, 0].tolist(), hi[b, :, 0].tolist())
-                          for lv, (lo, hi) in bands.items()}})
-        if not self.head.probabilistic:
+                          for lv, lo, hi in bands}})
+        if q is None:
             return
-        generator = torch.Generator().manual_seed(0)
-        wanted = list(CRPS_LEVELS) + interval_levels(self.levels)
-        q = self.head.quantiles(params, wanted, loc, scale, generator=generator)  # (B, H, K, Q)
         y0 = torch.where(seen, y, torch.zeros(()))
-        crps = crps_from_quantiles(q[..., :len(CRPS_LEVELS)], CRPS_LEVELS, y0)
+        crps = crps_from_quantiles(q[..., :c], CRPS_LEVELS, y0)
         self.sums["crps"] += float(crps[seen].sum())
-        for i in range(len(self.levels)):
-            lo, hi = q[..., len(CRPS_LEVELS) + 2 * i], q[..., len(CRPS_LEVELS) + 2 * i + 1]
+        for i, (_, lo, hi) in enumerate(bands):
             self.covered[i] += float(((y0 >= lo) & (y0 <= hi) & seen).sum())
 
     def compute(self) -> dict[str, float]:
