@@ -4,7 +4,9 @@ The head reads the hidden states of the last ``horizon`` positions (the horizon'
 of a ``series`` window) and maps each to ``n_targets x n_params`` numbers: the
 parameters of the forecast at that step. With patched inputs (``patch`` P steps per
 position) it reads the last ``horizon / P`` positions and maps each to the parameters
-of its P steps. ``loss`` picks what they mean:
+of its P steps. With ``every_position`` (a next-step model: the recursive strategy and
+anomaly scoring) it maps every position to the parameters of the step it predicts, and
+its targets are (B, T, K). ``loss`` picks what they mean:
 
 - ``mse``, ``mae``: a point forecast;
 - ``normal``: mean and scale (softplus) of a Gaussian;
@@ -48,8 +50,13 @@ class ForecastHead(Head):
     """See the module docstring. ``forward`` returns the raw parameters (B, H, K, P)."""
 
     def __init__(self, d_model: int, horizon: int, n_targets: int, *, loss: str = "normal",
-                 quantiles=DEFAULT_QUANTILES, samples: int = 400, patch: int = 1):
+                 quantiles=DEFAULT_QUANTILES, samples: int = 400, patch: int = 1,
+                 every_position: bool = False):
         super().__init__()
+        if every_position and patch != 1:
+            raise ConfigError(f"a next-step forecast head reads one step per position; "
+                              f"model.patch must be 1, got {patch}")
+        self.every_position = every_position
         if horizon % patch:
             raise ConfigError(f"the horizon ({horizon}) must be a multiple of model.patch ({patch})")
         self.patch = patch
@@ -65,6 +72,9 @@ class ForecastHead(Head):
         return self.kind not in ("mse", "mae")
 
     def forward(self, hidden: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        if self.every_position:
+            out = self.proj(hidden)
+            return out.reshape(*out.shape[:2], self.n_targets, self.n_params)
         slots = self.horizon // self.patch
         if hidden.shape[1] < slots:
             raise ShapeError(f"the forecast head reads the last {slots} positions, but "
@@ -74,10 +84,11 @@ class ForecastHead(Head):
 
     def loss(self, hidden, targets, padding_mask=None, *, loc: Tensor, scale: Tensor,
              **extras) -> LossSum:
-        params = self.forward(hidden).float()  # (B, H, K, P)
+        params = self.forward(hidden).float()  # (B, H, K, P); (B, T, K, P) every position
         if targets.shape != params.shape[:3]:
+            steps = "positions" if self.every_position else "horizon"
             raise ShapeError(f"forecast targets have shape {tuple(targets.shape)}, the head "
-                             f"predicts {tuple(params.shape[:3])} (batch, horizon, targets)")
+                             f"predicts {tuple(params.shape[:3])} (batch, {steps}, targets)")
         observed = torch.isfinite(targets)
         y = torch.where(observed, targets.float(), torch.zeros((), device=targets.device))
         s = scale[:, None, :].float()  # (B, 1, K)

@@ -156,10 +156,10 @@ def score(point: np.ndarray, quantiles: np.ndarray, truth: np.ndarray, naive: np
 def _model_forecasts(pipeline, data, cuts: Cuts, probabilities: list[float],
                      batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """A trained run's points and quantiles at every cut (the same weights each time)."""
-    source, head, model = pipeline.objective.source, pipeline.model.head, pipeline.model
+    objective, model = pipeline.objective, pipeline.model
+    source = objective.source
     ends = cuts.windows.end - source.options.horizon  # origins
     points, quantiles = [], []
-    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for start in range(0, len(ends), batch_size):
             pick = np.arange(start, min(start + batch_size, len(ends)))
@@ -168,11 +168,9 @@ def _model_forecasts(pipeline, data, cuts: Cuts, probabilities: list[float],
             sub = source.scales(data, ends[pick], windows.series)
             batch = source.batch(data, windows, sub, index=pick,
                                  scale_index=np.arange(len(pick))).to(pipeline.device)
-            params = model(batch.inputs).logits
-            loc, scale = batch.extras["loc"], batch.extras["scale"]
-            points.append(head.point(params, loc, scale).cpu().numpy())
-            quantiles.append(head.quantiles(params, probabilities, loc, scale,
-                                            generator=generator).cpu().numpy())
+            forecast = objective.predictive(model, objective.transform(batch, key=(2, start)))
+            points.append(forecast.point.cpu().numpy())
+            quantiles.append(forecast.quantiles(probabilities).cpu().numpy())
     return np.concatenate(points), np.concatenate(quantiles)
 
 

@@ -1,10 +1,19 @@
 """The ``forecast`` objective: a horizon of future values from a window of the past.
 
-Direct multi-horizon forecasting: the ``series`` source lays out ``context + horizon``
-positions (the horizon's targets blanked, its known-future covariates and calendar
-present), any mixer reads them (causal or not), and the forecast head maps each horizon
-position to a point or a distribution per target (``task_options.loss``; see
-``seqlab.models.forecast_head``). The model's ``context_length`` must hold the window.
+Two strategies (``task_options.strategy``):
+
+- ``direct`` (default): the ``series`` source lays out ``context + horizon`` positions
+  (the horizon's targets blanked, its known-future covariates and calendar present), any
+  mixer reads them (causal or not), and the forecast head maps each horizon position to
+  a point or a distribution per target (``task_options.loss``; see
+  ``seqlab.models.forecast_head``).
+- ``recursive``: a causal model learns the next step at every position of the window
+  (``seqlab.data.series_lagged``: position t reads step t - 1's targets; every step is a
+  target, teacher-forced), and forecasts by rolling out ``paths`` sample paths through
+  its streaming state (``seqlab.tasks.rollout``). Its ``val_loss`` is the next-step
+  loss over the window; its metrics score the rolled-out horizon.
+
+The model's ``context_length`` must hold the window.
 
 Metrics, in the series' own units, over every observed value of the evaluated
 horizons: MAE, RMSE, MASE (each error over its series' in-sample seasonal-naive MAE,
@@ -19,12 +28,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from seqlab.data.series_lagged import lag_targets
 from seqlab.errors import ConfigError
 from seqlab.models.forecast_head import (CRPS_LEVELS, DEFAULT_QUANTILES, N_PARAMS, ForecastHead,
                                          check_quantiles, crps_from_quantiles, interval_levels)
 from seqlab.plots import plot_errors_by_step, plot_forecasts
 from seqlab.tasks.base import Metric, Objective, register_objective
 from seqlab.tasks.forecast_predict import ForecastPipeline
+from seqlab.tasks.rollout import HeadPredictive, SamplePredictive, rollout
+
+STRATEGIES = ("direct", "recursive")
 
 
 @dataclass
@@ -32,14 +45,23 @@ class ForecastOptions:
     """``loss``: ``normal`` (default), ``student_t``, ``negbin`` (counts), ``quantile``,
     ``mse`` or ``mae``. ``quantiles``: the levels a ``quantile`` loss learns. ``levels``:
     the central prediction intervals reported, in percent. ``samples``: draws per
-    forecast where quantiles come from sampling (``student_t``, ``negbin``)."""
+    forecast where quantiles come from sampling (``student_t``, ``negbin``). ``strategy``:
+    ``direct`` or ``recursive`` (see the module docstring); ``paths``: the sample paths a
+    recursive forecast rolls out."""
 
     loss: str = "normal"
     quantiles: list[float] = field(default_factory=lambda: list(DEFAULT_QUANTILES))
     levels: list[float] = field(default_factory=lambda: [80.0, 95.0])
     samples: int = 400
+    strategy: str = "direct"
+    paths: int = 100
 
     def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"task_options.strategy must be one of {', '.join(STRATEGIES)}, "
+                              f"got {self.strategy!r}")
+        if self.paths < 1:
+            raise ConfigError(f"task_options.paths must be >= 1, got {self.paths}")
         if self.loss not in N_PARAMS:
             raise ConfigError(f"task_options.loss must be one of {', '.join(N_PARAMS)}, got "
                               f"{self.loss!r}")
@@ -58,8 +80,10 @@ class ForecastMetric(Metric):
 
     directions = {"mae": "min", "rmse": "min", "mase": "min", "smape": "min", "crps": "min"}
 
-    def __init__(self, head: ForecastHead, levels: list[float]):
-        self.head, self.levels = head, levels
+    def __init__(self, head: ForecastHead, levels: list[float], forecast):
+        """``forecast(result, batch) -> (Predictive, targets (B, H, K) scaled, history
+        (B, C) scaled first target)``: the objective's reading of one evaluated batch."""
+        self.head, self.levels, self.forecast = head, levels, forecast
         self.sums = {k: 0.0 for k in ("abs", "sq", "mase", "smape", "crps")}
         self.n = self.n_mase = 0
         self.covered = [0.0] * len(levels)
@@ -68,11 +92,12 @@ class ForecastMetric(Metric):
         self.panels: list[dict] = []  # the first few windows, for the forecast plot
 
     def update(self, result, batch) -> None:
-        params, ex = result.outputs, batch.extras
+        ex = batch.extras
+        predictive, targets, history = self.forecast(result, batch)
         loc, scale = ex["loc"].float(), ex["scale"].float()
-        y = batch.targets.float() * scale[:, None] + loc[:, None]  # (B, H, K)
+        y = targets.float() * scale[:, None] + loc[:, None]  # (B, H, K)
         seen = torch.isfinite(y)
-        point = self.head.point(params, loc, scale)
+        point = predictive.point
         error = torch.where(seen, point - y, torch.zeros(()))
         self.sums["abs"] += float(error.abs().sum())
         self.sums["sq"] += float(error.square().sum())
@@ -89,16 +114,13 @@ class ForecastMetric(Metric):
         c = len(CRPS_LEVELS)
         q, bands = None, []
         if self.head.probabilistic:  # (B, H, K, Q): the CRPS levels, then each interval's bounds
-            q = self.head.quantiles(params, list(CRPS_LEVELS) + interval_levels(self.levels),
-                                    loc, scale, generator=torch.Generator().manual_seed(0))
+            q = predictive.quantiles(list(CRPS_LEVELS) + interval_levels(self.levels))
             bands = [(level, q[..., c + 2 * i], q[..., c + 2 * i + 1])
                      for i, level in enumerate(self.levels)]
         for b in range(min(PANELS - len(self.panels), y.shape[0])):
-            C = batch.inputs.shape[1] - y.shape[1]
-            history = batch.inputs[b, :C, 0].float() * scale[b, 0] + loc[b, 0]
             self.panels.append({
                 "name": f"window {int(batch.index[b]) if batch.index is not None else b}",
-                "history": history.tolist(), "actual": y[b, :, 0].tolist(),
+                "history": (history[b].float() * scale[b, 0] + loc[b, 0]).tolist(), "actual": y[b, :, 0].tolist(),
                 "point": point[b, :, 0].tolist(),
                 "bands": {lv: (lo[b, :, 0].tolist(), hi[b, :, 0].tolist())
                           for lv, lo, hi in bands}})
@@ -149,6 +171,13 @@ class Forecast(Objective):
                               f"{data.horizon} = {window} positions"
                               + (f" of {patch} steps" if patch > 1 else "")
                               + f"; set model.context_length >= {window}")
+        if options.strategy == "recursive":
+            if patch != 1:
+                raise ConfigError(f"task_options.strategy recursive forecasts one step per "
+                                  f"position; model.patch must be 1, got {patch}")
+            if not config.model.causal:
+                raise ConfigError("task_options.strategy recursive rolls a next-step model "
+                                  "forward through its state; it needs model.causal: true")
         if options.loss == "negbin" and data.scaling == "standard":
             raise ConfigError("task_options.loss negbin models counts, which a standard scaling "
                               "would shift; set data.scaling to mean_abs (or none)")
@@ -157,18 +186,54 @@ class Forecast(Objective):
         o = self.options
         return ForecastHead(self.config.model.d_model, self.config.data.horizon,
                             len(self.config.data.target), loss=o.loss, quantiles=o.quantiles,
-                            samples=o.samples, patch=self.config.model.patch)
+                            samples=o.samples, patch=self.config.model.patch,
+                            every_position=self.recursive)
+
+    @property
+    def recursive(self) -> bool:
+        return self.options.strategy == "recursive"
+
+    def transform(self, batch, *, key):
+        if not self.recursive:
+            return batch
+        return lag_targets(batch, context=self.config.data.context,
+                           n_targets=len(self.config.data.target),
+                           masked=self.config.data.missing == "mask")
+
+    def predictive(self, model, batch, params=None):
+        """The forecast of a (transformed) batch's horizons: a ``HeadPredictive`` of the
+        direct head's ``params`` (computed when not given), or the ``SamplePredictive``
+        of a recursive rollout."""
+        loc, scale = batch.extras["loc"], batch.extras["scale"]
+        generator = torch.Generator(device=batch.inputs.device).manual_seed(0)
+        if not self.recursive:
+            if params is None:
+                params = model(batch.inputs).logits
+            return HeadPredictive(model.head, params, loc, scale, generator=generator)
+        d = self.config.data
+        paths = rollout(model, batch.inputs, context=d.context, horizon=d.horizon,
+                        n_targets=len(d.target), masked=d.missing == "mask", loc=loc,
+                        scale=scale, paths=self.options.paths, generator=generator)
+        return SamplePredictive(paths, median=self.options.loss in ("mae", "quantile"))
+
+    def _evaluated(self, result, batch):
+        """What the metric reads of one evaluated batch (see ``ForecastMetric``)."""
+        C = self.config.data.context
+        if not self.recursive:
+            return (self.predictive(self._model, batch, result.outputs), batch.targets,
+                    batch.inputs[:, :C, 0])
+        return (self.predictive(self._model, batch), batch.targets[:, C:],
+                batch.inputs[:, 1:C + 1, 0])
 
     def metric(self) -> ForecastMetric:
-        return ForecastMetric(self._head, self.options.levels)
+        return ForecastMetric(self._model.head, self.options.levels, self._evaluated)
 
     def build_model(self):
-        model = super().build_model()
-        self._head = model.head
-        return model
+        self._model = super().build_model()
+        return self._model
 
     def evaluate_batches(self, model, batches, *, name="val"):
-        self._head = getattr(model, "module", model).head  # (DDP wraps the model)
+        self._model = getattr(model, "module", model)  # (DDP wraps the model)
         return super().evaluate_batches(model, batches, name=name)
 
     def write_plots(self, plots_dir) -> None:

@@ -88,8 +88,8 @@ class ForecastPipeline(Pipeline):
         """The forecast DataFrame (see the module docstring) of the steps after ``history``."""
         import pandas as pd
 
-        source, head = self.objective.source, self.model.head
-        levels = list(self.objective.options.levels if levels is None else levels)
+        objective, source, head = self.objective, self.objective.source, self.model.head
+        levels = list(objective.options.levels if levels is None else levels)
         if levels and not head.probabilistic:
             levels = []
         data = source._read(history)
@@ -99,17 +99,14 @@ class ForecastPipeline(Pipeline):
         ahead = self._future(data, future)
         o, H = self.config.data, self.horizon
         points, bounds = [], []
-        generator = torch.Generator().manual_seed(0)
         for start in range(0, len(data), batch_size):
             pick = np.arange(start, min(start + batch_size, len(data)))
             batch = source.batch(data, Windows(pick, ends[pick] + H), scale, future=ahead)
-            batch = batch.to(self.device)
-            params = self.model(batch.inputs).logits
-            loc, sc = batch.extras["loc"], batch.extras["scale"]
-            points.append(head.point(params, loc, sc).cpu())
+            batch = objective.transform(batch.to(self.device), key=(2, start))
+            forecast = objective.predictive(self.model, batch)
+            points.append(forecast.point.cpu())
             if levels:
-                bounds.append(head.quantiles(params, interval_levels(levels), loc, sc,
-                                             generator=generator).cpu())
+                bounds.append(forecast.quantiles(interval_levels(levels)).cpu())
         point = torch.cat(points).numpy()  # (N, H, K)
         out = {}
         if o.id:

@@ -17,6 +17,7 @@ from seqlab.models.forecast_head import ForecastHead
 from seqlab.models.heads import LossSum
 from seqlab.tasks import OBJECTIVES
 from seqlab.tasks.forecast import ForecastMetric
+from seqlab.tasks.rollout import HeadPredictive
 
 C, H = 12, 4
 
@@ -129,7 +130,8 @@ def test_metrics_equal_a_numpy_reference():
     y_scaled = torch.randn(5, H, 1)
     batch = seqlab.data.Batch(torch.zeros(5, C + H, 1), y_scaled, None,
                               {"loc": loc, "scale": scale, "naive": naive})
-    metric = ForecastMetric(head, [80.0])
+    metric = ForecastMetric(head, [80.0], lambda result, b: (
+        HeadPredictive(head, result.outputs, loc, scale), b.targets, b.inputs[:, :C, 0]))
     metric.update(LossSum(torch.tensor(0.0), 1, params), batch)
     out = metric.compute()
     y = (y_scaled * scale[:, None] + loc[:, None]).numpy()[..., 0]
