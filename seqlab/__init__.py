@@ -7,8 +7,8 @@ from seqlab.errors import (CheckpointError, ConfigError, DataError, SeqlabError,
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DataConfig", "DataError", "Forecaster", "InitConfig",
-    "ModelConfig",
+    "AnomalyDetector", "CheckpointError", "ConfigError", "DataConfig", "DataError", "Forecaster",
+    "InitConfig", "ModelConfig",
     "RunConfig", "SeqlabError", "ShapeError", "StateError", "TokenizerConfig", "TokenizerError",
     "TrainConfig", "Trainer", "TrainingError", "evaluate", "finetune", "fit", "load", "merge",
     "predict",
@@ -29,6 +29,10 @@ def __getattr__(name: str):
         from seqlab import config
 
         return getattr(config, name)
+    if name == "AnomalyDetector":
+        from seqlab.anomaly_detector import AnomalyDetector
+
+        return AnomalyDetector
     if name == "Forecaster":
         from seqlab.forecaster import Forecaster
 

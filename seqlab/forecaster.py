@@ -182,7 +182,7 @@ class Forecaster:
         for j in range(windows, 0, -1):  # origin j: every series without its last j horizons
             seen = frame[from_end >= (j - 1) * p["horizon"]]
             train = frame[from_end >= j * p["horizon"]]
-            fresh = Forecaster(**{**p, "run_dir": None}, **self.options).fit(train)
+            fresh = type(self)(**{**p, "run_dir": None}, **self.options).fit(train)
             compared = {"model": fresh.pipeline, **{b: b for b in baselines}}
             parts.append(backtest(compared, seen, windows=1, levels=levels))
         return merge_scores(parts)

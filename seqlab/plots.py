@@ -141,3 +141,38 @@ def plot_errors_by_step(errors: dict[str, list[float]], path: Path, *,
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def plot_anomalies(panels: list[dict], path: Path, *, threshold: float,
+                   title: str = "anomaly scores") -> None:
+    """Two rows per series: its values with detected steps (red) and labelled anomalies
+    (shaded), then its scores against the threshold. Each panel: ``name``, ``values``
+    (T,), ``score`` (T,), ``detected`` (T,) bool and ``labels`` (T,) 0/1 or None."""
+    fig = new_figure(8, 2.6 * max(len(panels), 1))
+    if fig is None or not panels:
+        logger.info("nothing to plot, or matplotlib is not installed; skipping %s", path)
+        return
+    for i, panel in enumerate(panels):
+        top = fig.add_subplot(2 * len(panels), 1, 2 * i + 1)
+        bottom = fig.add_subplot(2 * len(panels), 1, 2 * i + 2, sharex=top)
+        values, score = list(panel["values"]), list(panel["score"])
+        steps = range(len(values))
+        top.plot(steps, values, color="black", linewidth=0.8)
+        hits = [t for t, d in enumerate(panel["detected"]) if d]
+        top.plot(hits, [values[t] for t in hits], "o", color="tab:red", markersize=3,
+                 label="detected")
+        labels = panel.get("labels")
+        for k, t in enumerate(t for t in steps if labels is not None and labels[t]):
+            top.axvspan(t - 0.5, t + 0.5, color="tab:orange", alpha=0.3, linewidth=0,
+                        label="labelled" if k == 0 else None)
+        top.set_ylabel(panel["name"], fontsize=8)
+        bottom.plot(steps, score, color="tab:blue", linewidth=0.8)
+        bottom.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8)
+        bottom.set_ylabel("score", fontsize=8)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        if i == 0:
+            top.set_title(title)
+            top.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    save_png(fig, path)

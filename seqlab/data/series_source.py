@@ -305,7 +305,8 @@ class SeriesSource(DataSource):
 
     def batch(self, data: SeriesSet, windows: Windows, scale: tuple[np.ndarray, ...], *,
               index: np.ndarray | None = None, future: SeriesSet | None = None,
-              scale_index: np.ndarray | None = None) -> Batch:
+              scale_index: np.ndarray | None = None, context: int | None = None,
+              horizon: int | None = None) -> Batch:
         """The batch of ``windows`` (see the module docstring for the feature layout).
 
         ``scale``: (N, K) loc, scale and seasonal-naive MAE per series of ``data`` (or,
@@ -313,10 +314,14 @@ class SeriesSource(DataSource):
         window by its own history). ``future``: forecasting
         past the end of ``data`` (windows end a horizon after it), the horizon's future
         covariates and calendar come from ``future``'s first rows (same series order);
-        the batch then has no targets.
+        the batch then has no targets. ``context``, ``horizon``: another window shape
+        than the options' (``horizon=0``: every row of the window is context, as anomaly
+        scoring reads whole series).
         """
         o, st = self.options, self.stats
-        C, H, k = o.context, o.horizon, self.n_targets
+        C = o.context if context is None else context
+        H = o.horizon if horizon is None else horizon
+        k = self.n_targets
         B = len(windows.series)
         start = data.offsets[windows.series] + windows.end - C - H  # (B,) global rows
         past_rows = start[:, None] + np.arange(C)  # (B, C)

@@ -8,10 +8,9 @@ series draws its own parameters; within a series, every target ``y_j`` is
 
 * trend: piecewise linear around a level near 20, with 1-3 change points of the slope
   placed at random in the middle 80% of the series.
-* season: for each period (``freq`` "h": 24 and 168; "D": 7 and 365.25; else 12) a
-  sinusoid and its second harmonic, in steps counted from 2020-01-01, so that the phase
-  follows the calendar (hour of day, day of week); phases are shared by all series up
-  to a small per-series jitter, as peak hours are in real data.
+* season: per period (``freq`` "h": 24 and 168; "D": 7 and 365.25; else 12) a sinusoid
+  and its second harmonic, in steps from 2020-01-01 so the phase follows the calendar
+  (hour of day, day of week); phases are shared by all series up to a small jitter.
 * price: piecewise constant, alternating between a base price and a cut or rise of
   10-30% of it; y falls by ``elasticity * (price / base - 1)`` (elasticity 8-15, so a
   price change moves y by several noise standard deviations).
@@ -19,8 +18,7 @@ series draws its own parameters; within a series, every target ``y_j`` is
 * noise: AR(1), phi in [0.3, 0.8], marginal standard deviation ``sigma`` in [0.3, 0.6].
 
 ``y2, y3, ...`` share the trend and covariate effects (with gains of their own), carry
-the seasonal pattern with their own amplitude lagged by 0-3 steps, and have noise of
-their own: correlated with ``y``, not copies of it.
+the seasonal pattern scaled and lagged by 0-3 steps, and have noise of their own.
 
 Anomalies: ``round(anomaly_rate * rows)`` rows are labelled (fewer only if they cannot
 be placed), never in the first 20% of a series, and no two anomalies closer than
@@ -239,8 +237,8 @@ def make_series(n_series: int = 20, *, min_length: int = 400, max_length: int = 
         targets, price, promo = _draw_series(rng, s, periods, phases0, n_targets)
         scale = math.exp(rng.normal(0.0, 0.5))
         kind = np.full(n, "", dtype=object)
-        for name, start, length, _, _ in events:
-            kind[start:start + length] = name
+        for k, start, length, _, _ in events:
+            kind[start:start + length] = k
         frame = {"id": f"s{i:0{width}d}",
                  "ds": pd.date_range(_EPOCH, periods=offset + n, freq=freq)[offset:]}
         for name, target in zip(names, targets):

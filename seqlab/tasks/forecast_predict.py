@@ -125,19 +125,30 @@ class ForecastPipeline(Pipeline):
 
     def predict_file(self, data, out, *, future=None, levels=None, **options) -> int:
         """Forecasts of ``data`` written to ``out`` (.csv, .tsv or .parquet); the row count."""
-        out = Path(out)
-        if out.suffix not in (".csv", ".tsv", ".parquet"):
-            raise ConfigError(f"{out}: forecasts are written as .csv, .tsv or .parquet")
-        frame = self.predict(data, future, levels=levels)
-        if out.suffix == ".parquet":
-            import io
-
-            buffer = io.BytesIO()
-            frame.to_parquet(buffer, index=False)
-            atomic_write(out, buffer.getvalue())
-        else:
-            atomic_write(out, frame.to_csv(index=False, sep="\t" if out.suffix == ".tsv" else ","))
-        return len(frame)
+        out = table_path(out)
+        return write_table(self.predict(data, future, levels=levels), out)
 
 
-__all__ = ["ForecastPipeline"]
+def table_path(out) -> Path:
+    """``out`` as a Path, refused unless it ends in .csv, .tsv or .parquet."""
+    out = Path(out)
+    if out.suffix not in (".csv", ".tsv", ".parquet"):
+        raise ConfigError(f"{out}: tables are written as .csv, .tsv or .parquet")
+    return out
+
+
+def write_table(frame, out: Path) -> int:
+    """Write a DataFrame atomically as .csv, .tsv or .parquet (by ``out``'s suffix, see
+    ``table_path``); the row count."""
+    if out.suffix == ".parquet":
+        import io
+
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        atomic_write(out, buffer.getvalue())
+    else:
+        atomic_write(out, frame.to_csv(index=False, sep="\t" if out.suffix == ".tsv" else ","))
+    return len(frame)
+
+
+__all__ = ["ForecastPipeline", "table_path", "write_table"]
