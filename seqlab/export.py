@@ -164,7 +164,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     # A forecast head reads the last ``horizon`` positions of a whole window: it has a
     # forward graph only, over more positions than that (a window has a context too).
     # Patched features (model.patch P): the steps are P times the positions.
-    window = getattr(model.head, "horizon", None)
+    # A next-step forecast head (every_position: recursive forecasts, anomaly scoring)
+    # streams like a language model: prefill and step graphs with the state.
+    window = None if getattr(model.head, "every_position", False) else \
+        getattr(model.head, "horizon", None)
     patch = cfg.patch
     batch = torch.export.Dim("batch", min=1, max=4096)
     fewest = (window or 0) // patch + 1  # positions

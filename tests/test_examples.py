@@ -39,6 +39,7 @@ CASES = {
                          {"data.labels": "promoters/expression.csv"})}),
     # a forecast run splits its one table by time: no validation file
     "forecast": (["--small"], {"config.yaml": ("elnino.csv", None, ["backtest", "--windows", "2"])}),
+    "anomaly": (["--small"], {"config.yaml": ("series.csv", None, ["predict"])}),
 }
 
 
@@ -83,7 +84,7 @@ def test_example_trains_evaluates_and_predicts(name, config, prepared, tmp_path,
     assert main(["eval", str(run), "-q"]) == 0, capsys.readouterr().err
     command = [after[0], str(run), *after[1:]]
     if after[0] == "predict":
-        command += ["--data", str(data / val), "--out", str(tmp_path / "predictions.csv")]
+        command += ["--data", str(data / (val or train)), "--out", str(tmp_path / "predictions.csv")]
     elif after[0] == "backtest":
         command += ["--data", str(data / train), "--out", str(tmp_path / "scores.json")]
     assert main(command + ["-q"]) == 0, capsys.readouterr().err

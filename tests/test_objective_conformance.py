@@ -77,6 +77,12 @@ def forecast_config(folder: Path) -> dict:
             "train": TRAIN}
 
 
+def anomaly_config(folder: Path) -> dict:
+    config = forecast_config(folder)
+    return {**config, "task": "anomaly", "task_options": {"paths": 8},
+            "data": {**config["data"], "horizon": 1}}
+
+
 def series_rows(folder: Path, which: str) -> list[dict]:
     import pandas as pd
 
@@ -90,6 +96,15 @@ def forecast_call(folder: Path):
     def call(pipeline):
         frame = pipeline.forecast(pd.DataFrame(series_rows(folder, "history")),
                                   pd.DataFrame(series_rows(folder, "future")))
+        return json.loads(frame.to_json(orient="records", date_format="iso"))
+    return call
+
+
+def anomaly_call(folder: Path):
+    import pandas as pd
+
+    def call(pipeline):
+        frame = pipeline.score(pd.DataFrame(series_rows(folder, "history")))
         return json.loads(frame.to_json(orient="records", date_format="iso"))
     return call
 
@@ -121,6 +136,7 @@ CASES: dict[str, Case] = {
         predicted(["aaxy", "b"]), lambda r: r["predictions"]),
     "synthetic": Case(synthetic_config, None),
     "forecast": Case(forecast_config, None),  # its request needs the data folder: see below
+    "anomaly": Case(anomaly_config, None),  # likewise
 }
 
 
@@ -212,6 +228,16 @@ def test_exports_with_equal_outputs(name, data, tmp_path):
     manifest = export_run(tmp_path / "run", tmp_path / "onnx", fmt="onnx")
     loaded = seqlab.load(tmp_path / "run")
     exported, model = ExportedModel(tmp_path / "onnx"), loaded.model
+    if loaded.config.task == "anomaly":  # a next-step model streams features with its state
+        x = torch.randn(3, 7, loaded.config.model.input_dim)
+        with torch.no_grad():
+            params, state = exported.prefill(x)
+            ref = model(x, model.init_state(3))
+            assert torch.allclose(params, ref.logits, atol=1e-4)
+            step = torch.randn(3, 1, x.shape[-1])
+            assert torch.allclose(exported.step(step, state)[0], model(step, ref.state).logits,
+                                  atol=1e-4)
+        return
     if loaded.config.model.input == "features":  # a forecast window: context + horizon positions
         inputs = torch.randn(3, config.data.context + config.data.horizon,
                              loaded.config.model.input_dim)
@@ -246,6 +272,9 @@ def test_load_evaluate_and_serve(name, data, tmp_path):
         case = Case(case.config, ("/v1/forecast", {"history": series_rows(data, "history"),
                                                    "future": series_rows(data, "future")}),
                     forecast_call(data), lambda r: r["forecasts"])
+    if name == "anomaly":
+        case = Case(case.config, ("/v1/anomaly", {"rows": series_rows(data, "history")}),
+                    anomaly_call(data), lambda r: r["scores"])
     service = Service(tmp_path / "run")
     with TestClient(create_app(service)) as client:
         assert client.get("/health").json()["objective"] == name
@@ -259,4 +288,4 @@ def test_load_evaluate_and_serve(name, data, tmp_path):
         assert response.status_code == 200, response.text
         got, expected = case.received(response.json()), case.expected(pipeline)
         assert json.loads(json.dumps(got)) == pytest.approx(json.loads(json.dumps(expected)), abs=1e-5) \
-            if name in ("regress", "forecast") else got == json.loads(json.dumps(expected))
+            if name in ("regress", "forecast", "anomaly") else got == json.loads(json.dumps(expected))

@@ -10,6 +10,9 @@ Endpoints, by what the run does:
 - ``POST /v1/forecast`` (forecast): the horizon after each series of a table sent as
   rows (``history``, and ``future`` for known-future covariates); the forecast comes
   back as rows, as ``ForecastPipeline.predict`` returns them.
+- ``POST /v1/anomaly`` (anomaly): per-step scores and flags of the series sent as
+  ``rows``, as ``AnomalyPipeline.score`` returns them (each request is scored on its
+  own: no stream state is kept between requests).
 - ``GET /health``, ``GET /v1/info``, ``GET /`` (a playground page), ``GET /docs`` and
   ``/openapi.json`` (the schema).
 
@@ -45,12 +48,12 @@ try:
 except ImportError as e:  # pragma: no cover - the serve extra is missing
     raise ImportError("seqlab serve needs FastAPI and uvicorn: pip install 'seqlab[serve]'") from e
 
-from seqlab.serve.requests import (FillMaskRequest, ForecastRequest, GenerateRequest,  # noqa: F401
+from seqlab.serve.requests import (AnomalyRequest, FillMaskRequest, ForecastRequest, GenerateRequest,  # noqa: F401
                                    GenerateResponse, Limits, PredictRequest)
 
 
-CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("forecast", "forecast"),
-                ("predict", "predict"))
+CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("anomaly", "score"),
+                ("forecast", "forecast"), ("predict", "predict"))
 
 
 def _offers(pipeline, method: str) -> bool:
@@ -78,7 +81,8 @@ class Service:
         self.kind = next((kind for kind, method in CAPABILITIES if _offers(self.pipeline, method)), None)
         runner = {"generate": self._generate_batch, "fill-mask": self._fill_mask_batch,
                   "predict": self._predict_batch,
-                  "forecast": self._forecast_batch}.get(self.kind, lambda jobs: [])
+                  "forecast": self._forecast_batch,
+                  "anomaly": self._anomaly_batch}.get(self.kind, lambda jobs: [])
         self.batcher = Batcher(runner, max_batch=self.limits.max_batch,
                                max_wait_s=self.limits.batch_wait_ms / 1000,
                                queue_size=self.limits.queue_size)
@@ -190,11 +194,19 @@ class Service:
             out.append(json.loads(frame.to_json(orient="records", date_format="iso")))
         return out
 
-    def check_forecast(self, req: ForecastRequest) -> None:
-        if not req.history:
-            raise HTTPException(422, "history is empty")
+    def _anomaly_batch(self, jobs: list[Job]) -> list[list[dict]]:
+        import pandas as pd
+
+        frames = [self.pipeline.score(pd.DataFrame(job.payload.rows)) for job in jobs]
+        return [json.loads(f.to_json(orient="records", date_format="iso")) for f in frames]
+
+    def check_forecast(self, req: ForecastRequest | AnomalyRequest) -> None:
+        rows = req.rows if isinstance(req, AnomalyRequest) else req.history
+        if not rows:
+            raise HTTPException(422, f"{'rows' if isinstance(req, AnomalyRequest) else 'history'} "
+                                     "is empty")
         data = self.pipeline.config.data
-        n = len({row.get(data.id) for row in req.history}) if data.id else 1
+        n = len({row.get(data.id) for row in rows}) if data.id else 1
         if n > self.limits.max_inputs:
             raise HTTPException(413, f"{n} series in one request; this server takes at most "
                                      f"{self.limits.max_inputs}")
@@ -355,6 +367,13 @@ def create_app(service: Service) -> FastAPI:
             authorize(request)
             service.check_forecast(req)
             return {"forecasts": await service.batcher.submit(Job(("forecast",), req))}
+
+    elif service.kind == "anomaly":
+        @app.post("/v1/anomaly")
+        async def anomaly(req: AnomalyRequest, request: Request) -> dict:
+            authorize(request)
+            service.check_forecast(req)
+            return {"scores": await service.batcher.submit(Job(("anomaly",), req))}
 
     elif service.kind == "predict":
         @app.post("/v1/predict")

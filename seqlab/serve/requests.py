@@ -59,5 +59,10 @@ class ForecastRequest(Strict):
     levels: list[float] | None = Field(None, description="central intervals, in percent")
 
 
-__all__ = ["FillMaskRequest", "ForecastRequest", "GenerateRequest", "GenerateResponse", "Limits",
+class AnomalyRequest(Strict):
+    rows: list[dict[str, str | float | int | None]] = Field(
+        ..., description="the series to score as rows: time, id, targets and covariates")
+
+
+__all__ = ["AnomalyRequest", "FillMaskRequest", "ForecastRequest", "GenerateRequest", "GenerateResponse", "Limits",
            "PredictRequest", "Strict"]

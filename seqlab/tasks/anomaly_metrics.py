@@ -112,7 +112,7 @@ def detection_scores(scores: np.ndarray, flags: np.ndarray, labels: np.ndarray,
                         "one of each per step is needed")
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
-        raise DataError(f"anomaly labels must be 0 or 1; found {labels[bad][0]!r}")
+        raise DataError(f"anomaly labels must be 0 or 1; found {labels[bad][0].item()!r}")
     ok = np.isfinite(scores)
     adjusted = np.zeros(len(scores), bool)
     groups = [np.arange(len(scores))] if series is None else \

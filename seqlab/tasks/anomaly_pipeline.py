@@ -133,6 +133,13 @@ def _with_labels(scored, rows, pipeline):
     return scored.merge(labels, on=keys, how="left")
 
 
+def _columns(table) -> list[str]:
+    """The column names of a table (a DataFrame, or a file read for its header)."""
+    from seqlab.data.series import read_table
+
+    return list(read_table(table, str(table)).columns)
+
+
 class AnomalyPipeline(ForecastPipeline):
     """A trained anomaly run: ``.score``, ``.stream``, ``.threshold``, ``.detection``,
     and the forecast pipeline's ``.predict`` (next steps, rolled out)."""
@@ -183,6 +190,18 @@ class AnomalyPipeline(ForecastPipeline):
         return detection_scores(scored["score"].to_numpy(), scored["detected"].to_numpy(),
                                 scored[label].to_numpy(),
                                 scored[o.id].to_numpy() if o.id else None)
+
+    def evaluate(self, data=None, *, max_batches: int | None = None,
+                 batch_size: int | None = None) -> dict[str, float]:
+        """The next-step forecast metrics (validation split, or the last window of every
+        series of ``data``) and, when the table has the label column, the detection
+        metrics of every step of it (``data``, or the run's own table), as ``detect_*``."""
+        metrics = super().evaluate(data, max_batches=max_batches, batch_size=batch_size)
+        table = self.config.data.path if data is None else data
+        label = self.objective.options.label
+        if label is not None and table is not None and label in _columns(table):
+            metrics.update({f"detect_{k}": v for k, v in self.detection(table).items()})
+        return metrics
 
     def plot(self, scored, path, *, series: int = 3) -> None:
         """``plots/anomalies.png``-style figure of the first ``series`` series of a
