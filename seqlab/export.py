@@ -164,8 +164,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     # A forecast head reads the last ``horizon`` positions of a whole window: it has a
     # forward graph only, over more positions than that (a window has a context too).
     # Patched features (model.patch P): the steps are P times the positions.
-    # A next-step forecast head (every_position: recursive forecasts, anomaly scoring)
-    # streams like a language model: prefill and step graphs with the state.
+    # A head over every position (next-step forecasts, anomaly scoring, pre-training)
+    # exports like a language model's: prefill and step graphs with the state when
+    # the model is causal, else a forward graph over any length.
     window = None if getattr(model.head, "every_position", False) else \
         getattr(model.head, "horizon", None)
     patch = cfg.patch

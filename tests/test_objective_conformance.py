@@ -83,6 +83,11 @@ def anomaly_config(folder: Path) -> dict:
             "data": {**config["data"], "horizon": 1}}
 
 
+def series_pretrain_config(folder: Path) -> dict:
+    config = forecast_config(folder)
+    return {**config, "task": "series_pretrain", "model": {**config["model"], "causal": False}}
+
+
 def series_rows(folder: Path, which: str) -> list[dict]:
     import pandas as pd
 
@@ -137,6 +142,7 @@ CASES: dict[str, Case] = {
     "synthetic": Case(synthetic_config, None),
     "forecast": Case(forecast_config, None),  # its request needs the data folder: see below
     "anomaly": Case(anomaly_config, None),  # likewise
+    "series_pretrain": Case(series_pretrain_config, None),  # pre-training serves nothing
 }
 
 

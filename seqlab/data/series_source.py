@@ -140,6 +140,7 @@ class SeriesSource(DataSource):
         super().__init__(options, ctx)
         self.data: SeriesSet | None = None
         self.stats: dict | None = None
+        self.all_context = False  # lay windows out as history only (pre-training)
 
     # -- sizes -----------------------------------------------------------------------------
     @property
@@ -319,6 +320,8 @@ class SeriesSource(DataSource):
         scoring reads whole series).
         """
         o, st = self.options, self.stats
+        if context is None and self.all_context:  # every row of a window is history
+            context, horizon = o.context + o.horizon, 0
         C = o.context if context is None else context
         H = o.horizon if horizon is None else horizon
         k = self.n_targets

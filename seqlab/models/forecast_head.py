@@ -4,9 +4,9 @@ The head reads the hidden states of the last ``horizon`` positions (the horizon'
 of a ``series`` window) and maps each to ``n_targets x n_params`` numbers: the
 parameters of the forecast at that step. With patched inputs (``patch`` P steps per
 position) it reads the last ``horizon / P`` positions and maps each to the parameters
-of its P steps. With ``every_position`` (a next-step model: the recursive strategy and
-anomaly scoring) it maps every position to the parameters of the step it predicts, and
-its targets are (B, T, K). ``loss`` picks what they mean:
+of its P steps. With ``every_position`` (next-step models: the recursive strategy and
+anomaly scoring; pre-training) it maps every position to the parameters of its P
+steps, and its targets are (B, T * P, K). ``loss`` picks what they mean:
 
 - ``mse``, ``mae``: a point forecast;
 - ``normal``: mean and scale (softplus) of a Gaussian;
@@ -53,9 +53,6 @@ class ForecastHead(Head):
                  quantiles=DEFAULT_QUANTILES, samples: int = 400, patch: int = 1,
                  every_position: bool = False):
         super().__init__()
-        if every_position and patch != 1:
-            raise ConfigError(f"a next-step forecast head reads one step per position; "
-                              f"model.patch must be 1, got {patch}")
         self.every_position = every_position
         if horizon % patch:
             raise ConfigError(f"the horizon ({horizon}) must be a multiple of model.patch ({patch})")
@@ -72,9 +69,9 @@ class ForecastHead(Head):
         return self.kind not in ("mse", "mae")
 
     def forward(self, hidden: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        if self.every_position:
+        if self.every_position:  # T positions of P steps: (B, T * P, K, params)
             out = self.proj(hidden)
-            return out.reshape(*out.shape[:2], self.n_targets, self.n_params)
+            return out.reshape(out.shape[0], -1, self.n_targets, self.n_params)
         slots = self.horizon // self.patch
         if hidden.shape[1] < slots:
             raise ShapeError(f"the forecast head reads the last {slots} positions, but "

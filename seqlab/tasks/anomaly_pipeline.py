@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqlab.data.series_lagged import lag_targets
+from seqlab.data.series_layout import lag_targets
 from seqlab.data.series_source import Windows
 from seqlab.errors import DataError
 from seqlab.io import atomic_write

@@ -8,7 +8,7 @@ Two strategies (``task_options.strategy``):
   a point or a distribution per target (``task_options.loss``; see
   ``seqlab.models.forecast_head``).
 - ``recursive``: a causal model learns the next step at every position of the window
-  (``seqlab.data.series_lagged``: position t reads step t - 1's targets; every step is a
+  (``seqlab.data.series_layout``: position t reads step t - 1's targets; every step is a
   target, teacher-forced), and forecasts by rolling out ``paths`` sample paths through
   its streaming state (``seqlab.tasks.rollout``). Its ``val_loss`` is the next-step
   loss over the window; its metrics score the rolled-out horizon.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from seqlab.data.series_lagged import lag_targets
+from seqlab.data.series_layout import lag_targets
 from seqlab.errors import ConfigError
 from seqlab.models.forecast_head import (CRPS_LEVELS, DEFAULT_QUANTILES, N_PARAMS, ForecastHead,
                                          check_quantiles, crps_from_quantiles, interval_levels)

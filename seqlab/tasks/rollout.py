@@ -61,7 +61,7 @@ def rollout(model, inputs: Tensor, *, context: int, horizon: int, n_targets: int
     """(paths, B, H, K) sample paths of the ``horizon`` steps after ``context``.
 
     ``inputs``: (B, context + horizon, F) windows in the next-step layout
-    (``seqlab.data.series_lagged``); the horizon's lagged target slots are overwritten.
+    (``seqlab.data.series_layout``); the horizon's lagged target slots are overwritten.
     A head without a distribution (``mse``, ``mae``) rolls out its point forecast: one
     path, whatever ``paths`` says.
     """

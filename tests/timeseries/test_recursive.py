@@ -11,7 +11,7 @@ import torch
 import seqlab
 from seqlab.config import RunConfig
 from seqlab.data import Batch
-from seqlab.data.series_lagged import lag_targets
+from seqlab.data.series_layout import lag_targets
 from seqlab.errors import ConfigError
 from seqlab.tasks import OBJECTIVES
 from seqlab.tasks.rollout import rollout

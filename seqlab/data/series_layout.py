@@ -1,6 +1,6 @@
-"""The next-step layout of a ``series`` window: every position predicts its own step.
+"""Other layouts of a ``series`` window than the forecast one.
 
-A forecast window (``seqlab.data.series_source``) shows the model the context's targets
+**Next step** (``lag_targets``): every position predicts its own step. A forecast window (``seqlab.data.series_source``) shows the model the context's targets
 and blanks the horizon's. A next-step model (the forecast objective's ``recursive``
 strategy, and anomaly scoring) instead reads, at position t, the targets of step t - 1
 (and, with ``missing: mask``, whether they were observed), with step t's covariates,
@@ -11,6 +11,10 @@ In a training batch the lagged targets are the truth everywhere (teacher forcing
 batch to forecast (no targets) the horizon's lagged slots after position ``context``
 are zero: the rollout (``seqlab.tasks.rollout``) fills them with its own draws, one
 step at a time through the model's state.
+
+**Blanked steps** (``blank_steps``): any steps of a window hidden the way a forecast
+hides its horizon (targets, observed flags, history flag and past covariates zero; known
+covariates, calendar and statics kept), for masked reconstruction.
 """
 
 from __future__ import annotations
@@ -48,4 +52,16 @@ def lag_targets(batch: Batch, *, context: int, n_targets: int, masked: bool) -> 
     return Batch(out, targets, batch.padding_mask, dict(batch.extras), batch.index)
 
 
-__all__ = ["lag_targets"]
+def blank_steps(inputs: torch.Tensor, where: torch.Tensor, *, n_targets: int, masked: bool,
+                n_past: int) -> torch.Tensor:
+    """``inputs`` (B, T, F) with the steps where ``where`` (B, T) is True blanked (see
+    the module docstring)."""
+    k = n_targets
+    history = 2 * k if masked else k  # the history flag's channel
+    out = inputs.clone()
+    keep = (~where).unsqueeze(-1).to(inputs.dtype)
+    out[..., :history + 1 + n_past] *= keep
+    return out
+
+
+__all__ = ["blank_steps", "lag_targets"]
