@@ -130,7 +130,7 @@ class Windows:
     end: np.ndarray  # (W,) int, local to the series
 
 
-@register_source("series", SeriesOptions, labels=("series",), inputs="features")
+@register_source("series", SeriesOptions, labels=("series", None), inputs="features")
 class SeriesSource(DataSource):
     """Forecasting windows from time-series tables (see the module docstring)."""
 

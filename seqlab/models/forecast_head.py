@@ -79,8 +79,8 @@ class ForecastHead(Head):
         out = self.proj(hidden[:, -slots:])  # (B, H / patch, patch * K * P)
         return out.reshape(out.shape[0], self.horizon, self.n_targets, self.n_params)
 
-    def loss(self, hidden, targets, padding_mask=None, *, loc: Tensor, scale: Tensor,
-             **extras) -> LossSum:
+    def loss(self, hidden, targets, padding_mask=None, *, loc: Tensor | None = None,
+             scale: Tensor | None = None, **extras) -> LossSum:
         params = self.forward(hidden).float()  # (B, H, K, P); (B, T, K, P) every position
         if targets.shape != params.shape[:3]:
             steps = "positions" if self.every_position else "horizon"
@@ -88,7 +88,6 @@ class ForecastHead(Head):
                              f"predicts {tuple(params.shape[:3])} (batch, {steps}, targets)")
         observed = torch.isfinite(targets)
         y = torch.where(observed, targets.float(), torch.zeros((), device=targets.device))
-        s = scale[:, None, :].float()  # (B, 1, K)
         if self.kind == "mse":
             each = (params[..., 0] - y).square()
         elif self.kind == "mae":
@@ -98,6 +97,7 @@ class ForecastHead(Head):
             error = y.unsqueeze(-1) - params.sort(-1).values  # (B, H, K, Q)
             each = torch.maximum(level * error, (level - 1) * error).mean(-1)
         elif self.kind == "negbin":
+            s = scale[:, None, :].float()  # (B, 1, K)
             mu, alpha = self._negbin(params, s)
             counts = (y * s + loc[:, None, :]).clamp(min=0)
             r = 1.0 / alpha

@@ -98,7 +98,7 @@ def test_bad_pretraining_configs_are_refused(csv):
         RunConfig.from_dict(config(csv, method="next", causal=False))
     bad = config(csv)
     bad["data"]["horizon"] = 6
-    with pytest.raises(ConfigError, match="must be a multiple of it"):
+    with pytest.raises(ConfigError, match="must be a multiple of the span 4"):
         RunConfig.from_dict(bad)
     with pytest.raises(ConfigError, match="mask_ratio must be in"):
         RunConfig.from_dict(config(csv, mask_ratio=1.0))
@@ -118,3 +118,35 @@ def test_a_forecaster_fine_tunes_from_a_pretrained_run(csv, tmp_path):
     assert "backbone.embed.weight" in init["loaded"]  # the same feature layout
     assert any(n.startswith("backbone.blocks.0.mixer") for n in init["loaded"])
     assert "head.proj.weight" in init["dropped"]  # a new head: points, not distributions
+
+
+def test_features_pretraining_hides_real_spans_and_a_classifier_fine_tunes(tmp_path):
+    from seqlab.datasets.dynamics import write_dynamics
+
+    write_dynamics(tmp_path / "dyn", n_train=40, n_val=16, min_length=20, max_length=48)
+    cfg = {"task": "series_pretrain", "seed": 1, "task_options": {"span": 4},
+           "model": {"mixer": "gru", "d_model": 16, "n_layers": 1, "context_length": 48,
+                     "position": "none", "ffn": "none"},
+           "data": {"source": "features", "path": str(tmp_path / "dyn" / "train.npz"),
+                    "val_path": str(tmp_path / "dyn" / "val.npz")},
+           "train": {"steps": 6, "batch_size": 8, "lr": 3e-3, "eval_every": 3,
+                     "progress": False, "num_threads": 1}}
+    obj = OBJECTIVES.get("series_pretrain").cls(RunConfig.from_dict(cfg))
+    obj.prepare(None)
+    raw = obj.source.train_batch(0, 0)
+    assert raw.padding_mask is not None  # sequences of different lengths
+    batch = obj.transform(raw, key=(0, 0, 0))
+    hidden = torch.isfinite(batch.targets).all(-1)
+    assert not (hidden & ~raw.padding_mask).any()  # never a padded step
+    lengths = raw.padding_mask.sum(1)
+    share = hidden.sum(1).float() / (lengths // 4 * 4).float()
+    assert ((share > 0.2) & (share < 0.6)).all()  # about 0.4 of each row's spans
+    assert (batch.inputs[hidden] == 0).all()
+    torch.testing.assert_close(batch.targets[hidden], raw.inputs[hidden])
+    seqlab.fit(RunConfig.from_dict(cfg), tmp_path / "pre")
+    classify = {**cfg, "task": "classify", "task_options": {},
+                "init": {"run": str(tmp_path / "pre")}}
+    seqlab.fit(RunConfig.from_dict(classify), tmp_path / "fine")
+    init = json.loads((tmp_path / "fine" / "init.json").read_text())
+    assert "backbone.embed.weight" in init["loaded"]
+    assert any(n.startswith("backbone.blocks.0.mixer") for n in init["loaded"])
