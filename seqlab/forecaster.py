@@ -135,6 +135,7 @@ class Forecaster:
                                      source="Forecaster")
         self.result = seqlab.fit(config, self.run_dir)
         self.pipeline = seqlab.load(self.run_dir)
+        self.pipeline.calibrate()  # intervals rescaled on the validation split (if enabled)
         self._train = frame
         return self
 
@@ -145,7 +146,8 @@ class Forecaster:
 
     @property
     def metrics(self) -> dict:
-        """The validation metrics of the weights kept (empty for a loaded Forecaster)."""
+        """The last validation metrics of training (empty for a loaded Forecaster); the
+        weights kept are those of the lowest validation loss."""
         return dict(self.result.metrics) if getattr(self, "result", None) is not None else {}
 
     def predict(self, df=None, future=None, *, levels=None):

@@ -157,6 +157,7 @@ def _model_forecasts(pipeline, data, cuts: Cuts, probabilities: list[float],
                      batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """A trained run's points and quantiles at every cut (the same weights each time)."""
     objective, model = pipeline.objective, pipeline.model
+    pipeline.calibrate()
     source = objective.source
     ends = cuts.windows.end - source.options.horizon  # origins
     points, quantiles = [], []

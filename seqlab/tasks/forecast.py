@@ -34,6 +34,7 @@ from seqlab.models.forecast_head import (CRPS_LEVELS, DEFAULT_QUANTILES, N_PARAM
                                          check_quantiles, crps_from_quantiles, interval_levels)
 from seqlab.plots import plot_errors_by_step, plot_forecasts
 from seqlab.tasks.base import Metric, Objective, register_objective
+from seqlab.tasks.calibration import CalibratedPredictive
 from seqlab.tasks.forecast_predict import ForecastPipeline
 from seqlab.tasks.rollout import HeadPredictive, SamplePredictive, rollout
 
@@ -47,7 +48,8 @@ class ForecastOptions:
     the central prediction intervals reported, in percent. ``samples``: draws per
     forecast where quantiles come from sampling (``student_t``, ``negbin``). ``strategy``:
     ``direct`` or ``recursive`` (see the module docstring); ``paths``: the sample paths a
-    recursive forecast rolls out."""
+    recursive forecast rolls out. ``calibrate``: rescale a trained run's intervals on its
+    validation split (``seqlab.tasks.calibration``)."""
 
     loss: str = "normal"
     quantiles: list[float] = field(default_factory=lambda: list(DEFAULT_QUANTILES))
@@ -55,6 +57,7 @@ class ForecastOptions:
     samples: int = 400
     strategy: str = "direct"
     paths: int = 100
+    calibrate: bool = True
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -189,6 +192,8 @@ class Forecast(Objective):
                             samples=o.samples, patch=self.config.model.patch,
                             every_position=self.recursive)
 
+    calibration: dict | None = None  # interval factors of a calibrated run
+
     @property
     def recursive(self) -> bool:
         return self.options.strategy == "recursive"
@@ -209,20 +214,28 @@ class Forecast(Objective):
         if not self.recursive:
             if params is None:
                 params = model(batch.inputs).logits
-            return HeadPredictive(model.head, params, loc, scale, generator=generator)
-        d = self.config.data
-        paths = rollout(model, batch.inputs, context=d.context, horizon=d.horizon,
-                        n_targets=len(d.target), masked=d.missing == "mask", loc=loc,
-                        scale=scale, paths=self.options.paths, generator=generator)
-        return SamplePredictive(paths, median=self.options.loss in ("mae", "quantile"))
+            out = HeadPredictive(model.head, params, loc, scale, generator=generator)
+        else:
+            d = self.config.data
+            paths = rollout(model, batch.inputs, context=d.context, horizon=d.horizon,
+                            n_targets=len(d.target), masked=d.missing == "mask", loc=loc,
+                            scale=scale, paths=self.options.paths, generator=generator)
+            out = SamplePredictive(paths, median=self.options.loss in ("mae", "quantile"))
+        if self.calibration is not None and model.head.probabilistic:
+            out = CalibratedPredictive(out, self.calibration)
+        return out
+
+    def horizon_targets(self, batch):
+        """(B, H, K) scaled targets of a (transformed) batch's horizons."""
+        return batch.targets[:, self.config.data.context:] if self.recursive else batch.targets
 
     def _evaluated(self, result, batch):
         """What the metric reads of one evaluated batch (see ``ForecastMetric``)."""
         C = self.config.data.context
         if not self.recursive:
-            return (self.predictive(self._model, batch, result.outputs), batch.targets,
-                    batch.inputs[:, :C, 0])
-        return (self.predictive(self._model, batch), batch.targets[:, C:],
+            return (self.predictive(self._model, batch, result.outputs),
+                    self.horizon_targets(batch), batch.inputs[:, :C, 0])
+        return (self.predictive(self._model, batch), self.horizon_targets(batch),
                 batch.inputs[:, 1:C + 1, 0])
 
     def metric(self) -> ForecastMetric:

@@ -12,6 +12,8 @@ table with the id, time and future-covariate columns.
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +24,70 @@ from seqlab.data.series_source import Windows
 from seqlab.errors import ConfigError, DataError
 from seqlab.io import atomic_write
 from seqlab.models.forecast_head import interval_levels
+from seqlab.rundir import read_json
+from seqlab.tasks.calibration import fit_factors, fitting_levels, quantile_levels
 from seqlab.tasks.pipeline import Pipeline
+
+logger = logging.getLogger("seqlab")
+CALIBRATION_FILE = "calibration.json"
 
 
 class ForecastPipeline(Pipeline):
-    """A trained forecast run: ``.predict``, ``.predict_file``, ``.evaluate``."""
+    """A trained forecast run: ``.predict``, ``.predict_file``, ``.evaluate``,
+    ``.calibrate``."""
+
+    def __init__(self, objective, model, run_dir=None):
+        super().__init__(objective, model, run_dir)
+        saved = self._calibration_file()
+        if saved is not None and saved.exists():
+            factors = read_json(saved)["factors"]
+            objective.calibration = {float(k): float(v) for k, v in factors.items()}
+
+    def _calibration_file(self) -> Path | None:
+        return None if self.run_dir is None else Path(self.run_dir) / CALIBRATION_FILE
+
+    def calibrate(self) -> dict | None:
+        """Fit (once; kept in ``calibration.json``) and use the interval factors of
+        ``seqlab.tasks.calibration`` on the run's validation split. None, with a warning,
+        when the run has no probabilistic head, ``task_options.calibrate`` is off, or
+        the data or enough validation values are missing."""
+        objective = self.objective
+        if objective.calibration is not None:
+            return objective.calibration
+        if not objective.options.calibrate or not self.model.head.probabilistic:
+            return None
+        levels = objective.options.levels
+        source = objective.source
+        try:
+            source.load(self.tokenizer, source.fitted())
+        except (OSError, DataError, ConfigError) as e:
+            logger.warning("intervals left uncalibrated: the run's data is unreadable (%s)", e)
+            return None
+        medians, bounds, values = [], [], []
+        with torch.no_grad():
+            for i, batch in enumerate(source.eval_sets()["val"]()):
+                batch = objective.transform(batch.to(self.device), key=(1, i))
+                q = objective.predictive(self.model, batch).quantiles(quantile_levels(levels))
+                ex = batch.extras
+                y = objective.horizon_targets(batch).float() * ex["scale"][:, None] + \
+                    ex["loc"][:, None]
+                medians.append(q[..., 0].reshape(-1).cpu())
+                bounds.append(q[..., 1:].reshape(-1, q.shape[-1] - 1).cpu())
+                values.append(y.reshape(-1).cpu())
+        try:
+            factors = fit_factors(torch.cat(medians), torch.cat(bounds), torch.cat(values),
+                                  fitting_levels(levels))
+        except DataError as e:
+            logger.warning("intervals left uncalibrated: %s", e)
+            return None
+        objective.calibration = factors
+        saved = self._calibration_file()
+        if saved is not None:
+            atomic_write(saved, json.dumps({"factors": {f"{k:g}": v for k, v in factors.items()},
+                                            "from": "the validation split"}, indent=2) + "\n")
+        logger.info("intervals calibrated on the validation split: %s",
+                    ", ".join(f"{k:g}% x{v:.2f}" for k, v in factors.items()))
+        return factors
 
     @property
     def horizon(self) -> int:
@@ -92,6 +153,8 @@ class ForecastPipeline(Pipeline):
         levels = list(objective.options.levels if levels is None else levels)
         if levels and not head.probabilistic:
             levels = []
+        if levels:
+            self.calibrate()
         data = source._read(history)
         data.check_length(source.options.context, f"a context of {source.options.context}")
         ends = data.lengths()
