@@ -8,7 +8,9 @@ predicts the horizon's targets. Every position is one feature vector:
      history flag (1 in the context, 0 in the horizon), past covariates (P, zero in the
      horizon), future covariates (F), calendar (2 per feature), static covariates (Z)]
 
-Targets are scaled per series (``scaling``: ``standard``, ``mean_abs`` or ``none``) by
+Targets are scaled per series (``scaling``: ``standard``; ``mean_abs``; ``last``, the
+last value as the origin and the mean absolute step as the unit, so a model predicts
+moves from the last value in units of a typical move (MASE's yardstick); or ``none``) by
 statistics of the part of the series a window has seen: the training split's for
 training and validation windows, the given history's for predictions; or, with
 ``scale_by: window``, by each window's own context. Covariates are
@@ -42,7 +44,7 @@ from seqlab.data.series_time import freq_name
 from seqlab.data.sources import DataSource, FileOptions, register_source
 from seqlab.errors import ConfigError, DataError
 
-SCALINGS = ("standard", "mean_abs", "none")
+SCALINGS = ("standard", "mean_abs", "last", "none")
 
 
 @dataclass
@@ -106,6 +108,11 @@ def target_scale(values: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
             loc, scale = np.nanmean(values, 0), np.nanstd(values, 0)
         elif how == "mean_abs":
             loc, scale = np.zeros(values.shape[1]), np.nanmean(np.abs(values), 0)
+        elif how == "last":
+            loc = np.array([c[np.isfinite(c)][-1] if np.isfinite(c).any() else 0.0
+                            for c in values.T])
+            scale = np.nanmean(np.abs(np.diff(values, axis=0)), 0) if len(values) > 1 else \
+                np.ones(values.shape[1])
         else:
             loc, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
     loc = np.nan_to_num(loc)
@@ -170,7 +177,7 @@ class SeriesSource(DataSource):
         known = self.stats
         freq = None
         if known is not None and known.get("freq") is not None:
-            freq = known["freq"] if isinstance(known["freq"], int) else _offset(known["freq"])
+            freq = _frequency(known["freq"])
         series, categories = read_series(data, self.options, where=where,
                                          categories=(known or {}).get("categories"), freq=freq)
         if known is None:
@@ -210,7 +217,8 @@ class SeriesSource(DataSource):
             return {"mean": np.nan_to_num(mean).tolist(),
                     "std": np.where(np.isfinite(std) & (std > 1e-8), std, 1.0).tolist()}
 
-        return {"freq": freq_name(d.freq), "categories": getattr(self, "_categories", {}),
+        return {"freq": d.freq if isinstance(d.freq, int) else freq_name(d.freq),
+                "categories": getattr(self, "_categories", {}),
                 "past": standard(d.past[rows]), "future": standard(d.future[rows]),
                 "static": standard(d.static), "static_width": int(d.static.shape[1]),
                 "season": o.season or default_season(d.freq), "columns": o.columns()}
@@ -377,10 +385,14 @@ class SeriesSource(DataSource):
                 f"{int(self.train_windows.sum()):,} training windows of {o.context} + {o.horizon}")
 
 
-def _offset(name: str):
+def _frequency(saved):
+    """A frequency as ``data.json`` keeps it: a step of an integer time column (an int,
+    or its digits as runs before this fix wrote it) or a pandas offset's name."""
+    if isinstance(saved, int) or (isinstance(saved, str) and saved.lstrip("-").isdigit()):
+        return int(saved)
     import pandas as pd
 
-    return pd.tseries.frequencies.to_offset(name)
+    return pd.tseries.frequencies.to_offset(saved)
 
 
 __all__ = ["SCALINGS", "SeriesOptions", "SeriesSource", "Windows", "default_season",

@@ -181,9 +181,9 @@ class Forecast(Objective):
             if not config.model.causal:
                 raise ConfigError("task_options.strategy recursive rolls a next-step model "
                                   "forward through its state; it needs model.causal: true")
-        if options.loss == "negbin" and data.scaling == "standard":
-            raise ConfigError("task_options.loss negbin models counts, which a standard scaling "
-                              "would shift; set data.scaling to mean_abs (or none)")
+        if options.loss == "negbin" and data.scaling in ("standard", "last"):
+            raise ConfigError(f"task_options.loss negbin models counts, which a {data.scaling} "
+                              "scaling would shift; set data.scaling to mean_abs (or none)")
 
     def build_head(self, backbone) -> ForecastHead:
         o = self.options

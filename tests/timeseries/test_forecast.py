@@ -199,3 +199,17 @@ def test_bad_configs_are_named(csv):
         config(csv, val_steps=2)
     with pytest.raises(DataError, match="series shorter than"):
         source(config(csv, val_steps=40, test_steps=20))
+
+
+def test_a_run_on_an_integer_time_column_reloads_and_backtests(tmp_path):
+    from seqlab.tasks.backtest import backtest
+
+    df = pd.DataFrame({"year": np.arange(1871, 1971),
+                       "y": np.random.default_rng(0).normal(size=100).cumsum()})
+    f = seqlab.Forecaster("gru", time="year", context=C, horizon=H, steps=4, d_model=8,
+                          n_layers=1, run_dir=tmp_path / "run", **{"train.num_threads": 1})
+    f.fit(df, val_steps=12)
+    loaded = seqlab.load(tmp_path / "run")  # its step (1) read back as a step, not an offset
+    out = loaded.predict(df)
+    assert out["year"].tolist() == list(range(1971, 1971 + H))
+    assert np.isfinite(backtest({"m": loaded, "naive": "naive"}, df, windows=2)["m"]["mase"])
