@@ -84,6 +84,13 @@ class AnomalyOptions(ForecastOptions):
 class Anomaly(Forecast):
     """Anomaly scoring by next-step forecast error (see the module docstring)."""
 
+    @classmethod
+    def check(cls, config) -> None:
+        super().check(config)
+        if config.data.scale_by != "series":
+            raise ConfigError("anomaly scoring streams whole series with one scale each; "
+                              "data.scale_by must be series")
+
     def scores(self, model, params: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(B, T) scores of scaled targets ``y`` (B, T, K) under the head's ``params``
         (B, T, K, P) (see the module docstring); NaN where no target was seen."""

@@ -71,6 +71,10 @@ class AnomalyStream:
             track = self.tracks.get(sid)
             first = data.times[int(data.offsets[i])]
             if track is None:
+                if n < o.context:
+                    raise DataError(f"series {sid!r}: the first rows a stream sees of a series "
+                                    f"set its scale; give at least data.context = {o.context} "
+                                    f"of them, got {n}")
                 loc, scale, naive = source.scales_of(data, i, n)
                 track = _Track(p.model.init_state(1, device=p.device), torch.full((k,), float("nan")),
                                loc, scale, naive, None)

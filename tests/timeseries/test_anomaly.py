@@ -178,6 +178,8 @@ def test_streaming_row_by_row_equals_one_call_and_keeps_constant_state(trained):
     assert len(set(sizes)) == 1  # an lstm's state does not grow with the stream
     with pytest.raises(DataError, match="series 's0': the stream expected its next row"):
         stream.update(df[df["id"] == "s0"].iloc[:3])
+    with pytest.raises(DataError, match="give at least data.context = 24 of them, got 3"):
+        pipeline.stream().update(df[df["id"] == "s0"].iloc[:3])
 
 
 def test_scores_do_not_depend_on_the_chunk(trained):
@@ -198,6 +200,9 @@ def test_bad_anomaly_configs_are_refused():
         objective(threshold_quantile=0.9, false_alarm_rate=0.1)
     with pytest.raises(ConfigError, match="label 'score' is a column scoring writes"):
         objective(label="score")
+    with pytest.raises(ConfigError, match="data.scale_by must be series"):
+        RunConfig.from_dict({"task": "anomaly", "model": {"mixer": "lstm", "position": "none"},
+                             "data": {"source": "series", "path": "x.csv", "scale_by": "window"}})
     with pytest.raises(ConfigError, match="needs a causal model"):
         RunConfig.from_dict({"task": "anomaly", "model": {"mixer": "lstm", "causal": False},
                              "data": {"source": "series", "path": "x.csv"}})
