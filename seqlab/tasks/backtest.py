@@ -141,12 +141,15 @@ def score(point: np.ndarray, quantiles: np.ndarray, truth: np.ndarray, naive: np
         out = {"mae": np.abs(error).sum() / n, "rmse": math.sqrt((error ** 2).sum() / n),
                "mase": float((np.abs(error)[ok] / scale[ok]).mean()) if ok.any() else float("nan"),
                "smape": 100 * ratio[seen].sum() / n}
+    per_step = np.abs(error).sum((0, 2)) / np.maximum(seen.sum((0, 2)), 1)
     c = len(CRPS_LEVELS)
+    if np.isnan(quantiles).all():  # a point forecaster: no CRPS, no intervals
+        out.update({"crps": float("nan"), **{f"coverage_{v:g}": float("nan") for v in levels}})
+        return {**{k: float(v) for k, v in out.items()}, "mae_by_step": per_step.tolist()}
     tau = np.array(CRPS_LEVELS)
     e = y[..., None] - quantiles[..., :c]
     crps = 2 * np.maximum(tau * e, (tau - 1) * e).mean(-1)
     out["crps"] = float(crps[seen].sum() / n)
-    per_step = np.abs(error).sum((0, 2)) / np.maximum(seen.sum((0, 2)), 1)
     for i, level in enumerate(levels):
         lo, hi = quantiles[..., c + 2 * i], quantiles[..., c + 2 * i + 1]
         out[f"coverage_{level:g}"] = 100 * float(((y >= lo) & (y <= hi) & seen).sum()) / n
@@ -170,8 +173,11 @@ def _model_forecasts(pipeline, data, cuts: Cuts, probabilities: list[float],
             batch = source.batch(data, windows, sub, index=pick,
                                  scale_index=np.arange(len(pick))).to(pipeline.device)
             forecast = objective.predictive(model, objective.transform(batch, key=(2, start)))
-            points.append(forecast.point.cpu().numpy())
-            quantiles.append(forecast.quantiles(probabilities).cpu().numpy())
+            point = forecast.point.cpu().numpy()
+            points.append(point)
+            quantiles.append(forecast.quantiles(probabilities).cpu().numpy()
+                             if model.head.probabilistic else  # points only: NaN quantiles
+                             np.full((*point.shape, len(probabilities)), np.nan))
     return np.concatenate(points), np.concatenate(quantiles)
 
 

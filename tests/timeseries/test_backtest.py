@@ -107,6 +107,15 @@ def test_a_backtest_sees_no_value_after_its_origin(fitted):
         backtest({"naive": "naive"}, df)
 
 
+def test_a_point_forecaster_backtests_without_intervals(tmp_path):
+    f = seqlab.Forecaster("gru", context=C, horizon=H, id="id", loss="mae", steps=4,
+                          d_model=8, n_layers=1, run_dir=tmp_path / "run",
+                          **{"train.num_threads": 1}).fit(series())
+    scores = backtest({"m": f.pipeline, "naive": "naive"}, series(), windows=2)
+    assert np.isfinite(scores["m"]["mase"]) and math.isnan(scores["m"]["crps"])
+    assert math.isnan(scores["m"]["coverage_80"]) and np.isfinite(scores["naive"]["crps"])
+
+
 def test_refit_trains_at_every_origin(fitted):
     scores = fitted.backtest(windows=2, refit=True, baselines=("seasonal_naive",))
     assert scores["model"]["windows"] == 4 and scores["seasonal_naive"]["windows"] == 4
