@@ -76,8 +76,8 @@ class AnomalyStream:
                                     f"set its scale; give at least data.context = {o.context} "
                                     f"of them, got {n}")
                 loc, scale, naive = source.scales_of(data, i, n)
-                track = _Track(p.model.init_state(1, device=p.device), torch.full((k,), float("nan")),
-                               loc, scale, naive, None)
+                track = _Track(p.model.init_state(1, device=p.device),
+                               torch.full((k,), float("nan")), loc, scale, naive, None)
             elif first != track.next_time:
                 raise DataError(f"series {sid!r}: the stream expected its next row at "
                                 f"{track.next_time}, got {first} (rows must continue each "
@@ -187,8 +187,9 @@ class AnomalyPipeline(ForecastPipeline):
         label, o = self.objective.options.label, self.config.data
         scored = self.score(data)
         if label is None or label not in scored.columns:
+            absent = f" ({label!r} is not in the table)" if label else ""
             raise DataError(f"detection metrics need labels: set task_options.label to the 0/1 "
-                            f"column of labelled anomalies{f' ({label!r} is not in the table)' if label else ''}")
+                            f"column of labelled anomalies{absent}")
         if scored[label].isna().any():
             raise DataError(f"column {label!r} has missing labels")
         return detection_scores(scored["score"].to_numpy(), scored["detected"].to_numpy(),

@@ -123,7 +123,8 @@ class ForecastMetric(Metric):
         for b in range(min(PANELS - len(self.panels), y.shape[0])):
             self.panels.append({
                 "name": f"window {int(batch.index[b]) if batch.index is not None else b}",
-                "history": (history[b].float() * scale[b, 0] + loc[b, 0]).tolist(), "actual": y[b, :, 0].tolist(),
+                "history": (history[b].float() * scale[b, 0] + loc[b, 0]).tolist(),
+                "actual": y[b, :, 0].tolist(),
                 "point": point[b, :, 0].tolist(),
                 "bands": {lv: (lo[b, :, 0].tolist(), hi[b, :, 0].tolist())
                           for lv, lo, hi in bands}})
@@ -160,6 +161,7 @@ class Forecast(Objective):
     """Direct multi-horizon forecasting (see the module docstring)."""
 
     item_name = "windows"
+    calibration: dict | None = None  # interval factors of a calibrated run (its pipeline's)
 
     @classmethod
     def check(cls, config) -> None:
@@ -192,7 +194,6 @@ class Forecast(Objective):
                             samples=o.samples, patch=self.config.model.patch,
                             every_position=self.recursive)
 
-    calibration: dict | None = None  # interval factors of a calibrated run
 
     @property
     def recursive(self) -> bool:
