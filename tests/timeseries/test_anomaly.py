@@ -206,3 +206,13 @@ def test_bad_anomaly_configs_are_refused():
     with pytest.raises(ConfigError, match="needs a causal model"):
         RunConfig.from_dict({"task": "anomaly", "model": {"mixer": "lstm", "causal": False},
                              "data": {"source": "series", "path": "x.csv"}})
+
+
+def test_detection_metrics_need_the_label_column(trained):
+    detector, df, _ = trained
+    with pytest.raises(DataError, match="'anomaly' is not in the table"):
+        detector.evaluate(df.drop(columns="anomaly"))
+    bad = df.copy()
+    bad.loc[5, "anomaly"] = 3
+    with pytest.raises(DataError, match="labels must be 0 or 1; found 3"):
+        detector.evaluate(bad)
