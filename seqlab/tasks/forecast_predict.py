@@ -52,8 +52,9 @@ class ForecastPipeline(Pipeline):
         when the run has no probabilistic head, ``task_options.calibrate`` is off, or
         the data or enough validation values are missing."""
         objective = self.objective
-        if objective.calibration is not None:
+        if objective.calibration is not None or getattr(self, "_uncalibrated", False):
             return objective.calibration
+        self._uncalibrated = True  # until the factors are fitted: warn and try only once
         if not objective.options.calibrate or not self.model.head.probabilistic:
             return None
         levels = objective.options.levels
@@ -80,7 +81,7 @@ class ForecastPipeline(Pipeline):
         except DataError as e:
             logger.warning("intervals left uncalibrated: %s", e)
             return None
-        objective.calibration = factors
+        objective.calibration, self._uncalibrated = factors, False
         saved = self._calibration_file()
         if saved is not None:
             atomic_write(saved, json.dumps({"factors": {f"{k:g}": v for k, v in factors.items()},
