@@ -101,20 +101,22 @@ def default_season(freq) -> int:
 
 
 def target_scale(values: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
-    """(loc, scale) per column of (T, K) ``values`` (NaN ignored); a constant or empty
-    column gets scale 1."""
+    """(loc, scale) per column of (..., T, K) ``values`` over their T steps (NaN
+    ignored); a constant or empty column gets scale 1."""
+    shape = values.shape[:-2] + values.shape[-1:]
     with np.errstate(all="ignore"), _quiet():
         if how == "standard":
-            loc, scale = np.nanmean(values, 0), np.nanstd(values, 0)
+            loc, scale = np.nanmean(values, -2), np.nanstd(values, -2)
         elif how == "mean_abs":
-            loc, scale = np.zeros(values.shape[1]), np.nanmean(np.abs(values), 0)
+            loc, scale = np.zeros(shape), np.nanmean(np.abs(values), -2)
         elif how == "last":
-            loc = np.array([c[np.isfinite(c)][-1] if np.isfinite(c).any() else 0.0
-                            for c in values.T])
-            scale = np.nanmean(np.abs(np.diff(values, axis=0)), 0) if len(values) > 1 else \
-                np.ones(values.shape[1])
+            seen = np.isfinite(values)
+            last = values.shape[-2] - 1 - np.argmax(seen[..., ::-1, :], axis=-2)
+            loc = np.take_along_axis(values, last[..., None, :], -2)[..., 0, :]
+            scale = (np.nanmean(np.abs(np.diff(values, axis=-2)), -2) if values.shape[-2] > 1
+                     else np.ones(shape))
         else:
-            loc, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
+            loc, scale = np.zeros(shape), np.ones(shape)
     loc = np.nan_to_num(loc)
     scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
     return loc.astype(np.float32), scale.astype(np.float32)
@@ -339,8 +341,7 @@ class SeriesSource(DataSource):
         pick = windows.series if scale_index is None else scale_index
         loc, sc = scale[0][pick], scale[1][pick]  # (B, K)
         if o.scale_by == "window":  # each window by its own context
-            pairs = [target_scale(data.target[r], o.scaling) for r in past_rows]
-            loc, sc = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+            loc, sc = target_scale(data.target[past_rows], o.scaling)
         scaled = (data.target[past_rows] - loc[:, None]) / sc[:, None]  # (B, C, K)
         parts = [np.concatenate([np.nan_to_num(scaled), np.zeros((B, H, k), np.float32)], 1)]
         if o.missing == "mask":

@@ -239,6 +239,10 @@ class Objective:
     def train_batch(self, step: int, micro: int) -> Batch:
         return self.transform(self.source.train_batch(step, micro), key=(0, step, micro))
 
+    def items(self, batch: Batch) -> int:
+        """How many ``item_name`` a batch holds, for throughput: its real positions."""
+        return batch.n_positions
+
     def loss(self, model: SequenceModel, batch: Batch) -> LossSum:
         return model.loss(batch.inputs, batch.targets, batch.padding_mask, **batch.extras)
 

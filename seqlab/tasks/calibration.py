@@ -7,9 +7,10 @@ fitted on the validation split (split conformal prediction with a normalised sco
 
     r = (y - median) / (q_hi - median)   if y >= median, else (median - y) / (median - q_lo)
 
-and for the central interval at level L, ``c_L`` is the ceil((n + 1) L) / n empirical
-quantile of ``r`` over the n validation values, so that L of them fall inside the
-rescaled interval. A quantile at any level p is then ``median + c(p) (q(p) - median)``,
+and for the central interval at level L, ``c_L`` is the ceil((n + 1) L)-th smallest of
+the n validation values' ``r``, so that L of them fall inside the rescaled interval;
+that needs n >= 1 / (1 - L) - 1 values (19 for 95%), and a run with fewer keeps its
+intervals as learnt, with a warning. A quantile at any level p is then ``median + c(p) (q(p) - median)``,
 ``c`` interpolated linearly in the interval width |2p - 1| between the fitted levels
 (constant beyond them). The point forecast does not change.
 
@@ -55,18 +56,26 @@ def fit_factors(medians: Tensor, bounds: Tensor, y: Tensor, levels) -> dict[floa
     seen = torch.isfinite(y)
     medians, bounds, y = medians[seen].double(), bounds[seen].double(), y[seen].double()
     n = len(y)
-    if n < 5:
-        raise DataError(f"calibrating intervals needs held-out values; the validation split "
-                        f"has {n} (raise data.val_steps)")
+    needed = least_values(levels)
+    if n < needed:
+        raise DataError(f"calibrating a {max(levels):g}% interval needs at least {needed} "
+                        f"validation values; the validation split has {n} (raise "
+                        "data.val_steps)")
     out = {}
     for j, level in enumerate(levels):
         lo, hi = bounds[:, 2 * j], bounds[:, 2 * j + 1]
         above = y >= medians
         half = torch.where(above, hi - medians, medians - lo).clamp(min=1e-12)
         r = (y - medians).abs() / half
-        rank = min(int(np.ceil((n + 1) * level / 100)), n)
+        rank = min(int(np.ceil((n + 1) * level / 100 - 1e-9)), n)
         out[float(level)] = float(r.sort().values[rank - 1])
     return out
+
+
+def least_values(levels) -> int:
+    """The fewest values that pin the widest interval: with n values, a central interval
+    at level L has the (n + 1) L-th smallest score as its bound, which must exist."""
+    return max(int(np.ceil(100 / (100 - max(float(v) for v in levels)) - 1e-9)) - 1, 5)
 
 
 def fitting_levels(levels) -> list[float]:
@@ -79,4 +88,5 @@ def quantile_levels(levels) -> list[float]:
     return [0.5] + interval_levels(fitting_levels(levels))
 
 
-__all__ = ["CalibratedPredictive", "fit_factors", "fitting_levels", "quantile_levels"]
+__all__ = ["CalibratedPredictive", "fit_factors", "fitting_levels", "least_values",
+           "quantile_levels"]

@@ -163,6 +163,9 @@ class Forecast(Objective):
     item_name = "windows"
     calibration: dict | None = None  # interval factors of a calibrated run (its pipeline's)
 
+    def items(self, batch) -> int:
+        return batch.size  # throughput counts windows, not their steps
+
     @classmethod
     def check(cls, config) -> None:
         data, options, patch = config.data, config.task_options, config.model.patch

@@ -95,6 +95,9 @@ class SeriesPretrain(Objective):
 
     item_name = "windows"
 
+    def items(self, batch) -> int:
+        return batch.size  # throughput counts windows, not their steps
+
     def __init__(self, config):
         super().__init__(config)
         self.source.all_context = True  # (the series source; others ignore it)

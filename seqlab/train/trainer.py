@@ -292,7 +292,7 @@ class Trainer(RunPersistence):
             if idle:  # fewer rows than ranks: run one row, count nothing, join the reduction
                 batch = shard(whole, 0, whole.size)
             else:
-                items, padded = items + batch.n_positions, padded + batch.n_padded
+                items, padded = items + self.objective.items(batch), padded + batch.n_padded
             batch = batch.to(self.device)
             # Gradients are averaged over the ranks in the last micro-batch's backward only.
             last = micro == cfg.grad_accum - 1

@@ -54,7 +54,7 @@ def test_fitted_factors_undo_a_known_overconfidence():
     covered = CalibratedPredictive(model, factors).quantiles([0.1, 0.9])
     inside = ((y >= covered[:, 0]) & (y <= covered[:, 1])).float().mean()
     assert float(inside) == pytest.approx(0.80, abs=0.01)
-    with pytest.raises(DataError, match="raise data.val_steps"):
+    with pytest.raises(DataError, match="95% interval needs at least 19 validation values"):
         fit_factors(q[:3, 0], q[:3, 1:], y[:3], levels)
 
 

@@ -213,3 +213,22 @@ def test_a_run_on_an_integer_time_column_reloads_and_backtests(tmp_path):
     out = loaded.predict(df)
     assert out["year"].tolist() == list(range(1971, 1971 + H))
     assert np.isfinite(backtest({"m": loaded, "naive": "naive"}, df, windows=2)["m"]["mase"])
+
+
+@pytest.mark.parametrize("how", ["standard", "mean_abs", "last", "none"])
+def test_target_scales_of_a_batch_equal_each_windows(how):
+    from seqlab.data.series_source import target_scale
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4, 20, 2)).astype(np.float32)
+    v[1, 19, 0] = v[3, 5, 1] = np.nan
+    v[2, :, 1] = np.nan  # an empty column: origin 0, unit 1
+    loc, scale = target_scale(v, how)
+    for b in range(4):
+        one = target_scale(v[b], how)
+        np.testing.assert_allclose(loc[b], one[0], rtol=1e-6)
+        np.testing.assert_allclose(scale[b], one[1], rtol=1e-6)
+    assert loc[2, 1] == 0 and scale[2, 1] == 1
+    if how == "last":
+        assert loc[1, 0] == v[1, 18, 0] and loc[0, 1] == v[0, 19, 1]
+        assert scale[0, 0] == pytest.approx(np.abs(np.diff(v[0, :, 0])).mean(), rel=1e-5)
