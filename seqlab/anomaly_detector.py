@@ -35,8 +35,9 @@ class AnomalyDetector(Forecaster):
         config = super().config_dict(data_path, val_steps)
         p = self.params
         config["task"] = "anomaly"
-        config["task_options"].update(threshold_quantile=p["threshold_quantile"],
-                                      false_alarm_rate=p["false_alarm_rate"], label=p["label"], paths=50)
+        config["task_options"] = {"paths": 50, **config["task_options"],
+                                  "threshold_quantile": p["threshold_quantile"],
+                                  "false_alarm_rate": p["false_alarm_rate"], "label": p["label"]}
         return config
 
     def fit(self, df, *, val_steps: int | None = None) -> "AnomalyDetector":

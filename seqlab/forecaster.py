@@ -9,7 +9,9 @@ It is a thin layer over the ``forecast`` objective: ``fit`` writes the table int
 run directory (``data/train.parquet``), builds the run config, trains it with
 ``seqlab.fit`` and keeps the trained pipeline; everything it does, a YAML config and
 ``seqlab train`` do as well. ``model`` is a mixer name (``lstm``, ``gru``, ``attention``,
-``mamba``, ``s4d``, ...), a preset name, or a mapping of ``model`` config keys.
+``mamba``, ``s4d``, ...; built at ``d_model`` and ``n_layers``), a preset name (one that is
+also a mixer's name means the mixer: pass ``{"preset": name}`` for the preset), or a
+mapping of ``model`` config keys.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def model_section(model: Any, *, d_model: int, n_layers: int, window: int) -> di
     if not isinstance(model, str):
         raise ConfigError(f"Forecaster model must be a mixer name, a preset name or a mapping "
                           f"of model keys, got {type(model).__name__}")
-    if model in PRESETS:
+    if model in PRESETS and model not in MIXERS:  # a mixer's name means that mixer, sized
         return {"preset": model, "context_length": window}
     if model not in MIXERS:
         raise ConfigError(f"Forecaster model {model!r} is neither a mixer ({', '.join(MIXERS)}) "

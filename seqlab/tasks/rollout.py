@@ -8,7 +8,7 @@ series' own units. Two kinds exist:
   step at once (each step's law on its own);
 - :class:`SamplePredictive`: sample paths of a recursive forecast. :func:`rollout` runs
   a causal next-step model over the context once (one parallel pass that returns the
-  streaming state), then, for each horizon step, draws that step from the head, feeds
+  streaming state, copied to every path), then, for each horizon step, draws that step from the head, feeds
   the draw back as the next position's lagged target and advances the state by one
   position: one step of the state protocol per horizon step, never re-reading the
   context. Paths carry the joint law across steps (an error at step 3 moves step 4), so
@@ -73,11 +73,14 @@ def rollout(model, inputs: Tensor, *, context: int, horizon: int, n_targets: int
     loc_n, scale_n = loc.repeat(paths, 1), scale.repeat(paths, 1)
     if generator is None:
         generator = torch.Generator(device=inputs.device).manual_seed(0)
-    state = model.init_state(x.shape[0], device=x.device)
-    out = model(x[:, :context + 1], state)
+    # the context is read once per window; its state is then copied to every path
+    out = model(inputs[:, :context + 1], model.init_state(B, device=inputs.device))
+    rows = torch.arange(B, device=inputs.device).repeat(paths)
+    state, params = out.state.reorder(rows), out.logits[:, -1:][rows]
     drawn = []
     for h in range(horizon):
-        params = out.logits[:, -1:]  # (nB, 1, K, P): the law of step context + h
+        if h:
+            params = out.logits[:, -1:]  # (nB, 1, K, P): the law of step context + h
         if head.probabilistic:
             value = head.sample(params, 1, loc_n, scale_n, generator=generator)[0]
         else:
@@ -89,7 +92,8 @@ def rollout(model, inputs: Tensor, *, context: int, horizon: int, n_targets: int
         step[..., :k] = ((value - loc_n[:, None]) / scale_n[:, None]).to(step.dtype)
         if masked:
             step[..., k:2 * k] = 1.0
-        out = model(step, out.state)
+        out = model(step, state)
+        state = out.state
     return torch.stack(drawn, 1).reshape(paths, B, horizon, k)
 
 

@@ -216,3 +216,15 @@ def test_detection_metrics_need_the_label_column(trained):
     bad.loc[5, "anomaly"] = 3
     with pytest.raises(DataError, match="labels must be 0 or 1; found 3"):
         detector.evaluate(bad)
+
+
+def test_detector_configs_keep_the_users_paths_and_size_named_mixers():
+    from seqlab.forecaster import model_section
+
+    assert seqlab.AnomalyDetector().config_dict("x.csv")["task_options"]["paths"] == 50
+    given = seqlab.AnomalyDetector(**{"task_options.paths": 7}).config_dict("x.csv")
+    assert given["task_options"]["paths"] == 7 and given["task"] == "anomaly"
+    # "mamba" names a preset too; a Forecaster means the mixer at its own size
+    section = model_section("mamba", d_model=16, n_layers=1, window=10)
+    assert section["mixer"] == "mamba" and section["d_model"] == 16 and "preset" not in section
+    assert model_section({"preset": "mamba"}, d_model=16, n_layers=1, window=10)["preset"] == "mamba"
