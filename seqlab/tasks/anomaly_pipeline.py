@@ -7,7 +7,10 @@ has it. ``stream()`` returns an :class:`AnomalyStream`, which scores rows as the
 arrive: each series keeps only the model's streaming state, its last values and its
 scale between calls, so memory stays constant in the length of the stream for mixers
 whose state does (lstm, gru, rnn, mamba, s4d; window attention keeps its window;
-full attention's cache grows with the stream). Scoring a table is streaming it in one
+full attention's cache grows with the stream, and past the window length it was trained
+on its forecasts, and so its scores, drift: bench_anomaly measured normal-step scores
+doubling over 1000-step series, so stream long series through a recurrent or
+state-space detector). Scoring a table is streaming it in one
 call; either way the model reads ``task_options.chunk`` steps per call, and the
 chunked == stepwise law of the state protocol makes the scores the same.
 
