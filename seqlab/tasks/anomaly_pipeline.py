@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqlab.data.series import read_table
 from seqlab.data.series_layout import lag_targets
 from seqlab.data.series_source import Windows
 from seqlab.errors import DataError
@@ -66,7 +67,9 @@ class AnomalyStream:
 
         p = self.pipeline
         source, o = p.objective.source, p.config.data
-        data = source._read(rows, where=None if isinstance(rows, (str, Path)) else "the rows")
+        where = str(rows) if isinstance(rows, (str, Path)) else "the rows"
+        rows = read_table(rows, where)  # read once: the series, then their labels
+        data = source._read(rows, where=where)
         k = len(o.target)
         frames = []
         for i, sid in enumerate(data.ids):
@@ -119,17 +122,13 @@ class AnomalyStream:
         return _with_labels(pd.concat(frames, ignore_index=True), rows, p)
 
 
-def _with_labels(scored, rows, pipeline):
-    """``scored`` with the label column of ``rows`` joined on (id, time), if it has one."""
+def _with_labels(scored, frame, pipeline):
+    """``scored`` with the label column of the table ``frame`` joined on (id, time), if
+    it has one."""
     import pandas as pd
 
-    from seqlab.data.series import read_table
-
     label, o = pipeline.objective.options.label, pipeline.config.data
-    if label is None:
-        return scored
-    frame = read_table(rows, "the rows") if not isinstance(rows, pd.DataFrame) else rows
-    if label not in frame.columns:
+    if label is None or label not in frame.columns:
         return scored
     keys = [c for c in (o.id, o.time) if c]
     labels = frame[keys + [label]].copy()
@@ -138,13 +137,6 @@ def _with_labels(scored, rows, pipeline):
     if not pd.api.types.is_integer_dtype(labels[o.time]):
         labels[o.time] = pd.to_datetime(labels[o.time])
     return scored.merge(labels, on=keys, how="left")
-
-
-def _columns(table) -> list[str]:
-    """The column names of a table (a DataFrame, or a file read for its header)."""
-    from seqlab.data.series import read_table
-
-    return list(read_table(table, str(table)).columns)
 
 
 class AnomalyPipeline(ForecastPipeline):
@@ -207,8 +199,10 @@ class AnomalyPipeline(ForecastPipeline):
         metrics = super().evaluate(data, max_batches=max_batches, batch_size=batch_size)
         table = self.config.data.path if data is None else data
         label = self.objective.options.label
-        if label is not None and table is not None and label in _columns(table):
-            metrics.update({f"detect_{k}": v for k, v in self.detection(table).items()})
+        if label is not None and table is not None:
+            frame = read_table(table, str(table) if isinstance(table, (str, Path)) else "data")
+            if label in frame.columns:
+                metrics.update({f"detect_{k}": v for k, v in self.detection(frame).items()})
         return metrics
 
     def plot(self, scored, path, *, series: int = 3) -> None:
