@@ -25,7 +25,6 @@ from seqlab.io import atomic_write, remove_path, remove_stale
 from seqlab.models.heads import LossSum
 from seqlab.models.lora import apply_lora
 from seqlab.models.weights import model_tensors
-from seqlab.plots import plot_losses
 from seqlab.rundir import (CONFIG_FILE, FRESH_RUN_FILES, METRICS_FILE, PLOTS_DIR, TRAINER_DIR,
                            WEIGHTS_FILE)
 from seqlab.tasks import OBJECTIVES
@@ -35,6 +34,7 @@ from seqlab.train.hooks import TrainerHook, config_hooks
 from seqlab.train.metrics import MetricsLog
 from seqlab.train.optim import build_optimizer
 from seqlab.train.persistence import RunPersistence
+from seqlab.train.run_plots import RunPlots
 from seqlab.train.runtime import GracefulInterrupt, ProcessSettings, resolve_device
 from seqlab.train.schedule import warmup_cosine
 
@@ -82,6 +82,7 @@ class Trainer(RunPersistence):
         self.objective = OBJECTIVES.get(self.config.task).cls(self.config)
         self.hooks = config_hooks(self.config) + list(hooks or [])
         self.ranks = Ranks()  # joined in fit(): torchrun's ranks, or this process alone
+        self.plots = RunPlots(self.run_dir / PLOTS_DIR, self.metrics.read, self.objective.write_plots)
 
     @property
     def is_main(self) -> bool:
@@ -200,7 +201,7 @@ class Trainer(RunPersistence):
                 if self.ranks.from_main(not (self.run_dir / WEIGHTS_FILE).exists()):
                     self._save_weights()  # no evaluation ran: the last weights are the ones to use
                 if self.is_main:
-                    plot_losses(self.metrics.read(), self.run_dir / PLOTS_DIR / "loss.png")
+                    self.plots.draw()
                 self.ranks.barrier()
             finally:
                 self.ranks.close()
@@ -372,9 +373,7 @@ class Trainer(RunPersistence):
             self.best = value
             self._save_weights()
         if self.is_main:
-            plots = self.run_dir / PLOTS_DIR
-            plot_losses(self.metrics.read(), plots / "loss.png")
-            self.objective.write_plots(plots)
+            self.plots.evaluated_now()
         return metrics
 
     def _record(self, record: dict) -> None:
