@@ -64,6 +64,13 @@ class ModelConfig:
     rope_factor: float = 1.0
     # Feature inputs: this many consecutive steps per position (patches; 1 = none).
     patch: int = 1
+    # Encoder-decoder models (seq2seq objectives): the keys above describe the decoder;
+    # ``encoder`` overrides any of them for the encoder stack (bidirectional unless it
+    # says causal: true), and ``cross_attention`` is the decoder's score over the
+    # encoder's outputs: dot (multi-head, the Transformer's and Luong's) or additive
+    # (Bahdanau's).
+    encoder: dict | None = None
+    cross_attention: str = "dot"
 
     def __post_init__(self):
         for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),
@@ -133,6 +140,49 @@ class ModelConfig:
             _lookup(INPUTS, self.input, "model.input")
         if self.input_dim is not None and self.input_dim <= 0:
             raise ConfigError(f"model.input_dim must be positive, got {self.input_dim}")
+        if self.cross_attention not in ("dot", "additive"):
+            raise ConfigError(f"model.cross_attention must be 'dot' or 'additive', got "
+                              f"{self.cross_attention!r}")
+        if self.encoder is not None:
+            if not isinstance(self.encoder, dict):
+                raise ConfigError(f"model.encoder must be a mapping of model keys, got {self.encoder!r}")
+            if not self.causal:
+                raise ConfigError("model.causal must be true for an encoder-decoder: the decoder "
+                                  "generates left to right (set the encoder's mode in model.encoder)")
+            self.encoder_config()
+
+    def encoder_config(self) -> "ModelConfig":
+        """The encoder's config: this one with ``encoder``'s keys laid over it."""
+        from dataclasses import fields
+
+        own = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("encoder", "cross_attention", "preset")}
+        overrides = dict(self.encoder or {})
+        unknown = sorted(set(overrides) - set(own))
+        if unknown:
+            raise ConfigError(f"model.encoder has unknown keys {', '.join(unknown)}; valid: "
+                              f"{', '.join(sorted(own))}")
+        if "mixer" in overrides and "n_layers" not in overrides and isinstance(overrides["mixer"], list):
+            overrides["n_layers"] = len(overrides["mixer"])
+        if "mixer" in overrides and "mixer_options" not in overrides:
+            used = set(overrides["mixer"] if isinstance(overrides["mixer"], list) else [overrides["mixer"]])
+            own["mixer_options"] = {k: v for k, v in self.mixer_options.items() if k in used}
+        if "mixer" in overrides and "position" not in overrides:
+            names = overrides["mixer"] if isinstance(overrides["mixer"], list) else [overrides["mixer"]]
+            if self.position in ("rope", "alibi") and not any(MIXERS.get(m).uses_positions
+                                                               for m in names if m in MIXERS):
+                own["position"] = "none"
+        own.update(causal=False)
+        own.update(overrides)
+        try:
+            return ModelConfig(**own)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("model.", "model.encoder.")) from None
+
+    @property
+    def shares_vocabulary(self) -> bool:
+        """Whether the encoder reads the decoder's vocabulary (one tokenizer)."""
+        return not {"vocab_size", "input", "input_dim"} & set(self.encoder or {})
 
     @property
     def mixers(self) -> list[str]:

@@ -15,6 +15,8 @@ from torch import nn
 from seqlab.errors import ConfigError
 from seqlab.models.backbone import Backbone
 from seqlab.models.inputs import INPUTS
+from seqlab.models.seq2seq import Decoder, DecoderBlock, Seq2SeqModel
+from seqlab.nn.cross_attention import CrossAttention
 from seqlab.nn.layers import FFNS, NORMS, Block
 from seqlab.nn.mixers import MIXERS, MixerArgs
 from seqlab.nn.positions import POSITIONS, AbsolutePosition, RelativePosition
@@ -27,18 +29,23 @@ def build_options(name: str, cfg):
                    f"model.mixer_options.{name}", "config")
 
 
-def build_backbone(cfg) -> Backbone:
-    """Wire a Backbone from its config (``vocab_size`` or ``input_dim`` must be set)."""
+def _positions(cfg):
+    """(relative, absolute) position modules of a config; one of them or both None."""
     d = cfg.d_model
     position = POSITIONS.get(cfg.position)(d_model=d, d_head=d // cfg.n_heads,
                                            n_heads=cfg.n_heads, base=cfg.rope_base,
                                            scaling=cfg.rope_scaling, factor=cfg.rope_factor,
                                            context_length=cfg.context_length)
-    relative = position if isinstance(position, RelativePosition) else None
-    absolute = position if isinstance(position, AbsolutePosition) else None
+    return (position if isinstance(position, RelativePosition) else None,
+            position if isinstance(position, AbsolutePosition) else None)
+
+
+def _layers(cfg, relative):
+    """Each layer's mixer and feed-forward (or None), and the norm factory."""
+    d = cfg.d_model
     norm = functools.partial(NORMS.get(cfg.norm), eps=cfg.norm_eps)
     ffn_options = {"activation": cfg.activation} if cfg.ffn == "mlp" else {}
-    blocks = []
+    layers = []
     for i, name in enumerate(cfg.mixers):
         args = MixerArgs(d_model=d, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
                          causal=cfg.causal, dropout=cfg.dropout,
@@ -51,8 +58,17 @@ def build_backbone(cfg) -> Backbone:
             raise ConfigError(f"model layer {i} ({name}): {e}") from None
         ffn = None if cfg.ffn == "none" else FFNS.get(cfg.ffn)(d, cfg.d_ff, dropout=cfg.dropout,
                                                                **ffn_options)
-        blocks.append(Block(mixer, ffn=ffn, norm=norm, residual=cfg.residual,
-                            dropout=cfg.dropout, post_norm=cfg.norm_position == "post"))
+        layers.append((mixer, ffn))
+    return layers, norm
+
+
+def build_backbone(cfg) -> Backbone:
+    """Wire a Backbone from its config (``vocab_size`` or ``input_dim`` must be set)."""
+    d = cfg.d_model
+    relative, absolute = _positions(cfg)
+    layers, norm = _layers(cfg, relative)
+    blocks = [Block(mixer, ffn=ffn, norm=norm, residual=cfg.residual, dropout=cfg.dropout,
+                    post_norm=cfg.norm_position == "post") for mixer, ffn in layers]
     kind = cfg.input or ("features" if cfg.input_dim and not cfg.vocab_size else "tokens")
     embed = INPUTS.get(kind).build(d, cfg.vocab_size, cfg.input_dim, patch=cfg.patch)
     # Post-norm blocks end normalised: no final norm on top.
@@ -61,6 +77,27 @@ def build_backbone(cfg) -> Backbone:
                         embed_norm=norm(d) if cfg.embed_norm else None)
     init_weights(backbone, cfg.n_layers)
     return backbone
+
+
+def build_seq2seq(cfg) -> Seq2SeqModel:
+    """Wire an encoder-decoder: the encoder from ``cfg.encoder_config()``, the decoder's
+    blocks from ``cfg`` itself (causal mixers, each with cross-attention of score
+    ``cfg.cross_attention``), and the output projection over ``cfg.vocab_size``."""
+    encoder = build_backbone(cfg.encoder_config())
+    d = cfg.d_model
+    relative, absolute = _positions(cfg)
+    layers, norm = _layers(cfg, relative)
+    blocks = [DecoderBlock(mixer, CrossAttention(d, cfg.n_heads, score=cfg.cross_attention),
+                           ffn=ffn, norm=norm, dropout=cfg.dropout,
+                           post_norm=cfg.norm_position == "post") for mixer, ffn in layers]
+    embed = INPUTS.get("tokens").build(d, cfg.vocab_size, None)
+    final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
+    decoder = Decoder(embed, blocks, final, position=absolute, dropout=cfg.dropout)
+    init_weights(decoder, cfg.n_layers)
+    model = Seq2SeqModel(encoder, decoder, cfg.vocab_size, tie_embeddings=cfg.tie_embeddings)
+    if cfg.tie_embeddings and cfg.shares_vocabulary:
+        encoder.embed.weight = decoder.embed.weight  # one vocabulary: one table
+    return model
 
 
 def init_weights(module: nn.Module, n_layers: int) -> None:
