@@ -117,6 +117,38 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_translate(args) -> int:
+    run = _load_run(args.run_dir, args.device, "translate", "seq2seq")
+    options = dict(beam=args.beam, n_best=args.n_best, length_penalty=args.length_penalty,
+                   max_length=args.max_length, temperature=args.temperature, seed=args.seed)
+    path = Path(args.input)
+    if args.out:
+        if not path.is_file():
+            path = None
+        n = (run.translate_file(path, args.out, **options) if path is not None
+             else _write_one(run, args.input, args.out, options))
+        print(f"wrote {n} translation(s) to {args.out}")
+        return 0
+    texts = path.read_text(encoding="utf-8").splitlines() if path.is_file() else [args.input]
+    for text, outputs in zip(texts, run.translate(texts, **options)):
+        if len(outputs) == 1 and len(texts) == 1:
+            print(outputs[0].text)
+            continue
+        for rank, o in enumerate(outputs, 1):
+            print(f"{text}\t{rank}\t{o.text}\t{o.score:.4f}" if len(outputs) > 1 else o.text)
+    return 0
+
+
+def _write_one(run, text: str, out: str, options: dict) -> int:
+    """``translate_file`` for a source given on the command line."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "input.txt"
+        source.write_text(text + "\n", encoding="utf-8")
+        return run.translate_file(source, out, **options)
+
+
 def cmd_eval(args) -> int:
     import seqlab
 
@@ -305,6 +337,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "merge": cmd_merge, "generate": cmd_generate, "eval": cmd_eval,
+            "translate": cmd_translate,
             "predict": cmd_predict, "backtest": cmd_backtest, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
             "hf": cmd_hf, "export": cmd_export, "tokenizer": cmd_tokenizer,

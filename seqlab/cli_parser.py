@@ -34,6 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_common(p)
 
+    p = sub.add_parser("translate", help="decode source texts with a seq2seq run (greedy, beam "
+                                         "search with n-best lists, or sampling)")
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, help="a text file (one source per line) or, when no "
+                                                  "such file exists, the source text itself")
+    p.add_argument("--out", help="write here instead of printing: .jsonl keeps every output with "
+                                 "its scores, any other name the best output per line")
+    p.add_argument("--beam", type=int, default=None, help="beam size (default: the run's "
+                                                           "task_options.beam)")
+    p.add_argument("--n-best", type=int, default=1, help="outputs per source (at most the beam)")
+    p.add_argument("--length-penalty", type=float, default=None)
+    p.add_argument("--max-length", type=int, default=None, help="longest output in tokens")
+    p.add_argument("--temperature", type=float, default=None, help="sample instead of searching")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    _add_common(p)
+
     p = sub.add_parser("eval", help="the objective's metrics of a run (loss, accuracy, ...)")
     p.add_argument("run_dir")
     p.add_argument("--data", help="file, folder or glob read like the training data "

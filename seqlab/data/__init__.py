@@ -3,8 +3,8 @@
 Importing the package registers every data source (``DATA_SOURCES``).
 """
 
-from seqlab.data import (bio_tokenizers, bpe, example_sources, series_source, shards,  # noqa: F401
-                         synthetic_source, text_source)
+from seqlab.data import (bio_tokenizers, bpe, example_sources, parallel,  # noqa: F401
+                         series_source, shards, synthetic_source, text_source)
 from seqlab.data.batch import Batch
 from seqlab.data.sources import DATA_SOURCES, DataSource, SourceContext, register_source
 

@@ -272,7 +272,9 @@ def fully_shard_model(model: nn.Module) -> None:
     as ``forward`` does, so the objectives' losses and evaluations work unchanged."""
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-    for block in model.backbone.blocks:
+    stacks = ([model.backbone] if hasattr(model, "backbone")
+              else [model.encoder, model.decoder])  # an encoder-decoder
+    for block in [b for stack in stacks for b in stack.blocks]:
         fully_shard(block)
     fully_shard(model)
     register_fsdp_forward_method(model, "loss")

@@ -144,7 +144,11 @@ class Trainer(RunPersistence):
                                ", ".join(sorted({name.rsplit(".", 1)[-1] for name in adapted})))
         if self.ranks.enabled:  # the same initial weights, then each rank its own dropout
             torch.manual_seed(seed_for_rank(self.config.seed, self.ranks.rank))
-        self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
+        if hasattr(self.model, "backbone"):
+            self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
+        elif cfg.activation_checkpointing:
+            raise ConfigError("train.activation_checkpointing works on single-stack models; "
+                              "encoder-decoders do not support it yet")
         for hook in self.hooks:
             hook.setup(self, resume=self.resume)
         # A LoRA run keeps (in weights and checkpoints) only what trains; the rest is its base run's.
