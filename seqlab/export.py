@@ -29,74 +29,21 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from seqlab.errors import ConfigError, SeqlabError
+from seqlab.errors import ConfigError
+from seqlab.export_graphs import FORMATS, MANIFEST, StateLayout, export_graph
+from seqlab.export_seq2seq import seq2seq_graphs
 from seqlab.io import atomic_write
-from seqlab.models.backbone import BackboneState
 from seqlab.models.lora import merge_lora
-from seqlab.nn.mixer import BatchState
+from seqlab.models.seq2seq import Seq2SeqModel
 from seqlab.rundir import TOKENIZER_FILE, check_run_dir
 
 logger = logging.getLogger("seqlab")
-
-FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
-MANIFEST = "export.json"
-
-
-class StateLayout:
-    """How a model's streaming state flattens into named tensors and back.
-
-    Each layer's state is a BatchState (its tensor fields by name) or a tuple of tensors
-    (recurrent h[, c]); the names are ``layers.I.FIELD`` and ``seen``.
-    """
-
-    def __init__(self, model, example: BackboneState, longer: BackboneState | None = None):
-        self.kinds = []
-        for i, layer in enumerate(example.layers):
-            if isinstance(layer, BatchState):
-                self.kinds.append((type(layer), list(layer.tensors())))
-            elif isinstance(layer, tuple) and all(isinstance(t, Tensor) for t in layer):
-                self.kinds.append((tuple, [f"s{j}" for j in range(len(layer))]))
-            else:
-                mixer = type(model.backbone.blocks[i].mixer).__name__
-                raise ConfigError(f"layer {i} ({mixer}) keeps a state of type "
-                                  f"{type(layer).__name__}, which is not plain tensors; it "
-                                  "cannot be exported with its state")
-
-        self.axes: list[dict[int, str]] = []
-        if longer is not None:  # which axes hold the batch, and which grow with the input
-            for kind, a, b in zip(self._tensor_kinds(), self.flatten(example), self.flatten(longer)):
-                axes = {1 if kind is tuple else 0: "batch"}
-                axes.update({d: "cache" for d in range(a.dim()) if a.shape[d] != b.shape[d]})
-                self.axes.append(axes)
-
-    def _tensor_kinds(self) -> list:
-        return [kind for kind, fields in self.kinds for _ in fields] + [None]
-
-    @property
-    def names(self) -> list[str]:
-        return [f"layers.{i}.{f}" for i, (_, fields) in enumerate(self.kinds) for f in fields] + ["seen"]
-
-    def flatten(self, state: BackboneState) -> list[Tensor]:
-        out = []
-        for layer, (kind, fields) in zip(state.layers, self.kinds):
-            out += list(layer) if kind is tuple else [layer.tensors()[f] for f in fields]
-        return out + [state.seen]
-
-    def unflatten(self, flat: list[Tensor]) -> BackboneState:
-        layers, i = [], 0
-        for kind, fields in self.kinds:
-            part = flat[i:i + len(fields)]
-            i += len(fields)
-            layers.append(tuple(part) if kind is tuple else kind.from_tensors(dict(zip(fields, part))))
-        return BackboneState(layers, flat[i])
 
 
 class Prefill(nn.Module):
@@ -153,6 +100,26 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     merge_lora(model)  # a LoRA run exports merged: plain weights, the same outputs
     cfg = pipeline.config.model
     kind = "ids" if cfg.input == "tokens" else "features"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, Seq2SeqModel):
+        graphs = seq2seq_graphs(model, cfg, pipeline.tokenizer, out_dir, fmt, opset)
+    else:
+        graphs = _stack_graphs(model, cfg, kind, out_dir, fmt, opset)
+    tokenizer = pipeline.tokenizer
+    manifest = {"format": fmt, "run": str(run_dir), "objective": pipeline.config.task,
+                "input": kind, "context_length": cfg.context_length, "graphs": graphs,
+                "tokenizer": None if tokenizer is None else {
+                    "file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size,
+                    "eos_id": tokenizer.eos_id, "bos_id": tokenizer.bos_id,
+                    "pad_id": tokenizer.pad_id}}
+    if tokenizer is not None:
+        shutil.copyfile(run_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
+    atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _stack_graphs(model, cfg, kind: str, out_dir: Path, fmt: str, opset: int) -> dict:
+    """The graphs of a single-stack model: prefill and step, or forward."""
     B, T = 2, 3
 
     def example_inputs(t: int) -> Tensor:
@@ -160,7 +127,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
             return torch.randint(0, cfg.vocab_size, (B, t))
         return torch.randn(B, t, cfg.input_dim)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     # A forecast head reads the last ``horizon`` positions of a whole window: it has a
     # forward graph only, over more positions than that (a window has a context too).
     # Patched features (model.patch P): the steps are P times the positions.
@@ -184,7 +150,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
         layout = StateLayout(model, state, longer)
         flat = [t.contiguous() for t in layout.flatten(state)]  # a runtime passes dense arrays
         dims = {"batch": batch, "cache": torch.export.Dim.DYNAMIC}
-        graphs["step"] = _export(Step(model, layout), (example_inputs(1), flat),
+        graphs["step"] = export_graph(Step(model, layout), (example_inputs(1), flat),
                                  ({0: batch}, [{d: dims[n] for d, n in axes.items()}
                                                for axes in layout.axes]),
                                  out_dir, "step", fmt, opset, ["ids", *layout.names],
@@ -193,7 +159,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
                             "dynamic": {str(d): a for d, a in axes.items()}}
                            for n, t, axes in zip(layout.names, flat, layout.axes)]
         try:
-            graphs["prefill"] = _export(Prefill(model, layout), (example_inputs(T),),
+            graphs["prefill"] = export_graph(Prefill(model, layout), (example_inputs(T),),
                                         ({0: batch, 1: time},), out_dir, "prefill", fmt, opset,
                                         ["ids"], ["logits", *(f"next.{n}" for n in layout.names)], cfg)
         except ConfigError:
@@ -207,62 +173,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
             logger.info("no prefill graph for %s: prompts go through the step graph one token "
                         "at a time, from the zero state", ", ".join(sorted(set(cfg.mixers))))
     else:
-        graphs["forward"] = _export(Forward(model), (example_inputs(patch * max(T, fewest)),),
+        graphs["forward"] = export_graph(Forward(model), (example_inputs(patch * max(T, fewest)),),
                                     ({0: batch, 1: time},),
                                     out_dir, "forward", fmt, opset, ["inputs"], ["outputs"], cfg)
-    tokenizer = pipeline.tokenizer
-    manifest = {"format": fmt, "run": str(run_dir), "objective": pipeline.config.task,
-                "input": kind, "context_length": cfg.context_length, "graphs": graphs,
-                "tokenizer": None if tokenizer is None else {
-                    "file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size,
-                    "eos_id": tokenizer.eos_id, "bos_id": tokenizer.bos_id,
-                    "pad_id": tokenizer.pad_id}}
-    if tokenizer is not None:
-        shutil.copyfile(run_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
-    atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=1))
-    return manifest
-
-
-def _export(module: nn.Module, args: tuple, shapes: tuple, out_dir: Path, name: str, fmt: str,
-            opset: int, inputs: list[str], outputs: list[str], cfg) -> dict:
-    path = out_dir / f"{name}{FORMATS[fmt]}"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
-            if fmt == "torch-export":
-                torch.export.save(program, str(path))
-            else:
-                onnx_program = torch.onnx.export(program, args, input_names=inputs,
-                                                 output_names=outputs, opset_version=opset,
-                                                 dynamo=True, verbose=False)
-                onnx_program.save(str(path))
-    except SeqlabError:
-        raise
-    except Exception as e:  # noqa: BLE001 - torch's tracing errors, reworded below
-        logger.debug("export of %s failed", name, exc_info=True)
-        mixers = ", ".join(sorted(set(cfg.mixers)))
-        raise ConfigError(f"cannot export the {name} graph of this model (mixers: {mixers}): "
-                          f"{_reason(e)}") from None
-    return {"file": path.name, "inputs": inputs, "outputs": outputs}
-
-
-_HINTS = (("complex", "ONNX has no complex numbers, which this mixer computes with; "
-                      "--format torch-export keeps them"),
-          ("data-dependent", "the mixer's code decides shapes from tensor values, which a "
-                             "traced graph cannot"),
-          ("Constraints violated (time)", "the mixer's kernel unrolls over time when traced, so "
-                                          "no graph takes inputs of any length"))
-
-
-def _reason(error: Exception) -> str:
-    """The root cause in a tracing or ONNX conversion error, in one line."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    causes = re.findall(r"^<class '[^']+'>: (.+)$", text, re.M)
-    line = causes[0] if causes else next((x for x in text.splitlines() if x.strip()),
-                                        type(error).__name__)
-    hint = next((h for key, h in _HINTS if key in text), None)
-    return line.strip()[:300] + (f" ({hint})" if hint else "")
+    return graphs
 
 
 class ExportedModel:
@@ -277,7 +191,8 @@ class ExportedModel:
         graphs = self.manifest["graphs"]
         self.state_spec = graphs.get("state", [])
         self.names = [s["name"] for s in self.state_spec]
-        files = {k: graphs[k]["file"] for k in ("prefill", "step", "forward") if graphs.get(k)}
+        files = {k: graphs[k]["file"] for k in ("prefill", "step", "forward", "start")
+                 if graphs.get(k)}
         if self.manifest["format"] == "onnx":
             import onnxruntime
 
@@ -292,7 +207,7 @@ class ExportedModel:
 
     def _run(self, graph: str, ids: Tensor, state: list[Tensor] | None = None):
         if self.manifest["format"] == "onnx":
-            feeds = {"ids" if graph != "forward" else "inputs": ids.numpy()}
+            feeds = {{"forward": "inputs", "start": "source"}.get(graph, "ids"): ids.numpy()}
             if state is not None:
                 feeds.update({n: t.numpy() for n, t in zip(self.names, state)})
             out = [torch.from_numpy(o) for o in self._graphs[graph].run(None, feeds)]
@@ -321,6 +236,28 @@ class ExportedModel:
 
     def step(self, ids: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         return self._run("step", ids, state)
+
+    def start(self, source: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """An encoder-decoder's first step: (B, S) source ids -> the logits after
+        ``<bos>`` and the decoder state (unpadded rows: one source length)."""
+        return self._run("start", source)
+
+    def translate(self, source: Tensor, max_length: int) -> list[list[int]]:
+        """Greedy outputs of an encoder-decoder, each up to ``<eos>`` (not included)."""
+        eos = self.manifest["tokenizer"]["eos_id"]
+        logits, state = self.start(source)
+        out = [[] for _ in range(source.shape[0])]
+        done = [False] * len(out)
+        for _ in range(max_length):
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            for row, t in enumerate(token[:, 0].tolist()):
+                done[row] = done[row] or t == eos
+                if not done[row]:
+                    out[row].append(t)
+            if all(done):
+                break
+            logits, state = self.step(token, state)
+        return out
 
     def greedy(self, ids: Tensor, max_new_tokens: int) -> Tensor:
         """(B, T) prompt ids -> (B, max_new_tokens) greedily decoded ids."""

@@ -88,6 +88,16 @@ def series_pretrain_config(folder: Path) -> dict:
     return {**config, "task": "series_pretrain", "model": {**config["model"], "causal": False}}
 
 
+def seq2seq_config(folder: Path) -> dict:
+    return {"task": "seq2seq", "seed": 2, "tokenizer": {"kind": "char"},
+            "task_options": {"eval_decode": 6, "max_output_length": 10},
+            "model": {"mixer": ["attention", "lstm"], "d_model": 16, "n_layers": 2, "n_heads": 2,
+                      "context_length": 16, "position": "rope", "dropout": 0.1,
+                      "encoder": {"mixer": ["gru", "attention"]}},
+            "data": {"source": "parallel", "path": str(folder / "pairs.tsv")},
+            "train": TRAIN}
+
+
 def series_rows(folder: Path, which: str) -> list[dict]:
     import pandas as pd
 
@@ -143,6 +153,10 @@ CASES: dict[str, Case] = {
     "forecast": Case(forecast_config, None),  # its request needs the data folder: see below
     "anomaly": Case(anomaly_config, None),  # likewise
     "series_pretrain": Case(series_pretrain_config, None),  # pre-training serves nothing
+    "seq2seq": Case(
+        seq2seq_config, ("/v1/translate", {"texts": ["abc", "zyx"], "beam": 2, "n_best": 2}),
+        lambda p: [[t.__dict__ for t in ts] for ts in p.translate(["abc", "zyx"], beam=2, n_best=2)],
+        lambda r: r["translations"]),
 }
 
 
@@ -155,6 +169,9 @@ def test_every_objective_is_in_the_suite():
 def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     (folder / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog. " * 30)
+    words = ["".join(random.Random(i).choice("abcxyz") for _ in range(2 + i % 6)) for i in range(40)]
+    (folder / "pairs.tsv").write_text("source\ttarget\n" + "".join(f"{w}\t{w[::-1].upper()}\n"
+                                                                   for w in words))
     write_series(folder)
     rng = random.Random(0)
     for name, n in (("train.jsonl", 30), ("val.jsonl", 8)):
@@ -229,11 +246,27 @@ def test_two_ranks_train_as_one(name, data, tmp_path):
 def test_exports_with_equal_outputs(name, data, tmp_path):
     """Exported to ONNX with attention layers (which export in both modes; which
     mixers export is tests/test_export.py's subject), outputs equal eager PyTorch's."""
-    config = config_for(name, data, "model.mixer=attention", "model.n_layers=1", "train.steps=2")
+    encoder = ["model.encoder.mixer=attention"] if name == "seq2seq" else []
+    config = config_for(name, data, "model.mixer=attention", "model.n_layers=1", "train.steps=2",
+                        *encoder)
     seqlab.fit(config, tmp_path / "run")
     manifest = export_run(tmp_path / "run", tmp_path / "onnx", fmt="onnx")
     loaded = seqlab.load(tmp_path / "run")
     exported, model = ExportedModel(tmp_path / "onnx"), loaded.model
+    if loaded.config.task == "seq2seq":  # start (encode, then <bos>) and step graphs
+        source = torch.randint(3, loaded.config.model.vocab_size, (3, 6))
+        with torch.no_grad():
+            logits, state = exported.start(source)
+            bos = torch.full((3, 1), loaded.tokenizer.bos_id)
+            ref = model(bos, model.start(source))
+            assert torch.allclose(logits, ref.logits, atol=1e-4)
+            token = logits[:, -1:].argmax(-1)
+            assert torch.allclose(exported.step(token, state)[0], model(token, ref.state).logits,
+                                  atol=1e-4)
+        want = loaded.objective.decode_batch(model, seqlab.data.Batch(source), max_length=8)
+        assert exported.translate(source, 8) == [[t for t in h[0].tokens
+                                                  if t != loaded.tokenizer.eos_id] for h in want]
+        return
     if loaded.config.task == "anomaly":  # a next-step model streams features with its state
         x = torch.randn(3, 7, loaded.config.model.input_dim)
         with torch.no_grad():

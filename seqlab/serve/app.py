@@ -10,6 +10,8 @@ Endpoints, by what the run does:
 - ``POST /v1/forecast`` (forecast): the horizon after each series of a table sent as
   rows (``history``, and ``future`` for known-future covariates); the forecast comes
   back as rows, as ``ForecastPipeline.predict`` returns them.
+- ``POST /v1/translate`` (seq2seq): the outputs of each source text, best first, with
+  their scores (greedy, beam search with ``beam`` and ``n_best``, or sampling).
 - ``POST /v1/anomaly`` (anomaly): per-step scores and flags of the series sent as
   ``rows``, as ``AnomalyPipeline.score`` returns them (each request is scored on its
   own: no stream state is kept between requests).
@@ -49,11 +51,11 @@ except ImportError as e:  # pragma: no cover - the serve extra is missing
     raise ImportError("seqlab serve needs FastAPI and uvicorn: pip install 'seqlab[serve]'") from e
 
 from seqlab.serve.requests import (AnomalyRequest, FillMaskRequest, ForecastRequest, GenerateRequest,  # noqa: F401
-                                   GenerateResponse, Limits, PredictRequest)
+                                   GenerateResponse, Limits, PredictRequest, TranslateRequest)
 
 
 CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("anomaly", "score"),
-                ("forecast", "forecast"), ("predict", "predict"))
+                ("forecast", "forecast"), ("translate", "translate"), ("predict", "predict"))
 
 
 def _offers(pipeline, method: str) -> bool:
@@ -82,7 +84,8 @@ class Service:
         runner = {"generate": self._generate_batch, "fill-mask": self._fill_mask_batch,
                   "predict": self._predict_batch,
                   "forecast": self._forecast_batch,
-                  "anomaly": self._anomaly_batch}.get(self.kind, lambda jobs: [])
+                  "anomaly": self._anomaly_batch,
+                  "translate": self._translate_batch}.get(self.kind, lambda jobs: [])
         self.batcher = Batcher(runner, max_batch=self.limits.max_batch,
                                max_wait_s=self.limits.batch_wait_ms / 1000,
                                queue_size=self.limits.queue_size)
@@ -210,6 +213,43 @@ class Service:
         if n > self.limits.max_inputs:
             raise HTTPException(413, f"{n} series in one request; this server takes at most "
                                      f"{self.limits.max_inputs}")
+
+    def check_translate(self, req: TranslateRequest) -> tuple:
+        """Refuse what the server will not do; returns the batching key (requests with
+        equal settings decode as one batch; sampled ones each alone)."""
+        if not req.texts:
+            raise HTTPException(422, "texts is empty")
+        if len(req.texts) > self.limits.max_inputs:
+            raise HTTPException(413, f"{len(req.texts)} texts in one request; this server takes "
+                                     f"at most {self.limits.max_inputs}")
+        if req.max_length is not None and req.max_length > self.limits.max_new_tokens:
+            raise HTTPException(413, f"max_length {req.max_length} is over this server's cap of "
+                                     f"{self.limits.max_new_tokens}")
+        beam = req.beam or self.pipeline.config.task_options.beam
+        if req.n_best > beam:
+            raise HTTPException(422, f"n_best {req.n_best} is more than the beam ({beam})")
+        if req.temperature is not None and (req.beam or 1) * req.n_best > 1:
+            raise HTTPException(422, "sampling draws one output per text: leave beam and n_best unset")
+        for i, text in enumerate(req.texts):
+            self.pipeline.objective.source.encode_source(text, f"texts[{i}]")
+        unique = id(req) if req.temperature is not None else None
+        return ("translate", req.beam, req.n_best, req.length_penalty, req.max_length,
+                req.temperature, req.seed, unique)
+
+    def _translate_batch(self, jobs: list[Job]) -> list[list[list[dict]]]:
+        req: TranslateRequest = jobs[0].payload
+        texts = [t for job in jobs for t in job.payload.texts]
+        found = self.pipeline.translate(
+            texts, beam=req.beam, n_best=req.n_best, length_penalty=req.length_penalty,
+            max_length=min(req.max_length or self.pipeline.objective.max_output_length,
+                           self.limits.max_new_tokens),
+            temperature=req.temperature, seed=req.seed)
+        out, start = [], 0
+        for job in jobs:
+            n = len(job.payload.texts)
+            out.append([[t.__dict__ for t in ts] for ts in found[start:start + n]])
+            start += n
+        return out
 
     def _fill_mask_batch(self, jobs: list[Job]) -> list[list]:
         return [self.pipeline.fill_mask(job.payload.text, top_k=job.payload.top_k) for job in jobs]
@@ -374,6 +414,13 @@ def create_app(service: Service) -> FastAPI:
             authorize(request)
             service.check_forecast(req)
             return {"scores": await service.batcher.submit(Job(("anomaly",), req))}
+
+    elif service.kind == "translate":
+        @app.post("/v1/translate")
+        async def translate(req: TranslateRequest, request: Request) -> dict:
+            authorize(request)
+            key = service.check_translate(req)
+            return {"translations": await service.batcher.submit(Job(key, req))}
 
     elif service.kind == "predict":
         @app.post("/v1/predict")

@@ -59,10 +59,20 @@ class ForecastRequest(Strict):
     levels: list[float] | None = Field(None, description="central intervals, in percent")
 
 
+class TranslateRequest(Strict):
+    texts: list[str] = Field(..., description="source texts, decoded independently")
+    beam: int | None = Field(None, ge=1, le=32, description="beam size (default: the run's)")
+    n_best: int = Field(1, ge=1, le=32, description="outputs per text, best first (at most the beam)")
+    length_penalty: float | None = Field(None, ge=0, le=5)
+    max_length: int | None = Field(None, ge=1, description="longest output in tokens (the server caps it)")
+    temperature: float | None = Field(None, gt=0, description="sample one output instead of searching")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="seeds sampling")
+
+
 class AnomalyRequest(Strict):
     rows: list[dict[str, str | float | int | None]] = Field(
         ..., description="the series to score as rows: time, id, targets and covariates")
 
 
 __all__ = ["AnomalyRequest", "FillMaskRequest", "ForecastRequest", "GenerateRequest", "GenerateResponse", "Limits",
-           "PredictRequest", "Strict"]
+           "PredictRequest", "Strict", "TranslateRequest"]

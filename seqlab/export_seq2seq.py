@@ -1,0 +1,87 @@
+"""Exporting an encoder-decoder: two graphs around the decoder's state.
+
+- ``start``: ``source`` (B, S) -> the logits of the first target token and the state
+  after ``<bos>``: the source is encoded once, and each decoder layer's cross-attention
+  keys and values over it (``memory.I.k``, ``memory.I.v``) travel in the state with the
+  layers' own states;
+- ``step``: ``ids`` (B, 1) plus a state -> logits plus the next state, as for a causal
+  language model.
+
+A runtime decodes by calling ``start`` once per batch of sources, then ``step`` with
+each chosen token (``ExportedModel.translate`` does greedily). Rows are unpadded: one
+source length per batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.export_graphs import StateLayout, export_graph
+
+
+class Start(nn.Module):
+    """``source`` -> the first step's logits and the decoder state after ``<bos>``."""
+
+    def __init__(self, model, layout: StateLayout, bos_id: int):
+        super().__init__()
+        self.model, self.layout, self.bos_id = model, layout, bos_id
+
+    def forward(self, source: Tensor):
+        state = self.model.start(source)
+        bos = torch.full((source.shape[0], 1), self.bos_id, dtype=torch.long, device=source.device)
+        out = self.model(bos, state)
+        return (out.logits, *self.layout.flatten(out.state))
+
+
+class DecoderStep(nn.Module):
+    """``ids`` and a decoder state -> logits and the next state."""
+
+    def __init__(self, model, layout: StateLayout):
+        super().__init__()
+        self.model, self.layout = model, layout
+
+    def forward(self, ids: Tensor, state: list[Tensor]):
+        out = self.model(ids, self.layout.unflatten(list(state)))
+        return (out.logits, *self.layout.flatten(out.state))
+
+
+def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -> dict:
+    """Export ``start`` and ``step``; returns the manifest's ``graphs`` entry."""
+    B, S, V = 2, 5, cfg.vocab_size
+    start = Start(model, None, tokenizer.bos_id)
+
+    def state_after(targets: int, sources: int):
+        ids = torch.randint(0, V, (B, targets))
+        ids[:, 0] = tokenizer.bos_id
+        return model(ids, model.start(torch.randint(0, V, (B, sources)))).state
+
+    with torch.no_grad():
+        # A step's example state holds two tokens (a length-1 axis would be traced as
+        # fixed); the longer one has one more token and a longer source, so the axes
+        # that grow with either are dynamic.
+        first, longer = state_after(2, S), state_after(3, S + 2)
+    layout = StateLayout(model, first, longer)
+    start.layout = layout
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    source = torch.export.Dim("source", min=2, max=max(cfg.encoder_config().context_length, 3))
+    flat = [t.contiguous() for t in layout.flatten(first)]
+    dims = {"batch": batch, "cache": torch.export.Dim.DYNAMIC}
+    outputs = ["logits", *(f"next.{n}" for n in layout.names)]
+    graphs = {
+        "start": export_graph(start, (torch.randint(0, V, (B, S)),), ({0: batch, 1: source},),
+                              out_dir, "start", fmt, opset, ["source"], outputs, cfg),
+        "step": export_graph(DecoderStep(model, layout), (torch.randint(0, V, (B, 1)), flat),
+                             ({0: batch}, [{d: dims[n] for d, n in axes.items()}
+                                           for axes in layout.axes]),
+                             out_dir, "step", fmt, opset, ["ids", *layout.names], outputs, cfg),
+        "state": [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+                   "dynamic": {str(d): a for d, a in axes.items()}}
+                  for n, t, axes in zip(layout.names, flat, layout.axes)],
+    }
+    return graphs
+
+
+__all__ = ["DecoderStep", "Start", "seq2seq_graphs"]
