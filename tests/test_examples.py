@@ -40,6 +40,8 @@ CASES = {
     # a forecast run splits its one table by time: no validation file
     "forecast": (["--small"], {"config.yaml": ("elnino.csv", None, ["backtest", "--windows", "2"])}),
     "anomaly": (["--small"], {"config.yaml": ("series.csv", None, ["predict"])}),
+    "seq2seq": (["--small"], {"config.yaml": ("train.tsv", "val.tsv",
+                                              ["translate", "--input", "seqlab", "--beam", "2"])}),
 }
 
 
