@@ -71,6 +71,9 @@ class ModelConfig:
     # (Bahdanau's).
     encoder: dict | None = None
     cross_attention: str = "dot"
+    # Token embeddings times sqrt(d_model) before positions are added (the original
+    # Transformer's and Marian's).
+    scale_embedding: bool = False
 
     def __post_init__(self):
         for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers),

@@ -55,13 +55,16 @@ class Backbone(nn.Module):
         position: an absolute position encoding added after the embedding, or None.
         dropout: dropout on the embedding output.
         embed_norm: a norm of the embedding output (BERT), or None.
+        embed_scale: what the embedding output is multiplied by (sqrt(D) in the original
+            Transformer), before positions are added.
     """
 
     def __init__(self, embed: nn.Module, blocks: list[Block], norm: nn.Module, *,
                  position: AbsolutePosition | None = None, dropout: float = 0.0,
-                 embed_norm: nn.Module | None = None):
+                 embed_norm: nn.Module | None = None, embed_scale: float = 1.0):
         super().__init__()
         self.embed = embed
+        self.embed_scale = embed_scale
         self.position = position
         self.embed_norm = embed_norm
         self.blocks = nn.ModuleList(blocks)
@@ -88,6 +91,8 @@ class Backbone(nn.Module):
                 padding_mask: Tensor | None = None) -> BackboneOutput:
         """Args: inputs (B, T) ids or (B, T, F) features; padding_mask (B, T) bool, True = real."""
         x = self.embed(inputs)  # (B, T, D); T / patch positions for patched features
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
         B, T = x.shape[:2]
         if padding_mask is not None and padding_mask.shape[1] != T:
             raise ShapeError(f"the padding mask covers {padding_mask.shape[1]} steps but the "

@@ -74,15 +74,17 @@ def build_backbone(cfg) -> Backbone:
     # Post-norm blocks end normalised: no final norm on top.
     final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
     backbone = Backbone(embed, blocks, final, position=absolute, dropout=cfg.dropout,
-                        embed_norm=norm(d) if cfg.embed_norm else None)
+                        embed_norm=norm(d) if cfg.embed_norm else None,
+                        embed_scale=math.sqrt(d) if cfg.scale_embedding else 1.0)
     init_weights(backbone, cfg.n_layers)
     return backbone
 
 
-def build_seq2seq(cfg) -> Seq2SeqModel:
+def build_seq2seq(cfg, *, final_logits_bias: bool = False) -> Seq2SeqModel:
     """Wire an encoder-decoder: the encoder from ``cfg.encoder_config()``, the decoder's
     blocks from ``cfg`` itself (causal mixers, each with cross-attention of score
-    ``cfg.cross_attention``), and the output projection over ``cfg.vocab_size``."""
+    ``cfg.cross_attention``), and the output projection over ``cfg.vocab_size`` (with a
+    bias when ``final_logits_bias``: imported Marian models have one)."""
     encoder = build_backbone(cfg.encoder_config())
     d = cfg.d_model
     relative, absolute = _positions(cfg)
@@ -92,9 +94,11 @@ def build_seq2seq(cfg) -> Seq2SeqModel:
                            post_norm=cfg.norm_position == "post") for mixer, ffn in layers]
     embed = INPUTS.get("tokens").build(d, cfg.vocab_size, None)
     final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
-    decoder = Decoder(embed, blocks, final, position=absolute, dropout=cfg.dropout)
+    decoder = Decoder(embed, blocks, final, position=absolute, dropout=cfg.dropout,
+                      scale_embedding=cfg.scale_embedding)
     init_weights(decoder, cfg.n_layers)
-    model = Seq2SeqModel(encoder, decoder, cfg.vocab_size, tie_embeddings=cfg.tie_embeddings)
+    model = Seq2SeqModel(encoder, decoder, cfg.vocab_size, tie_embeddings=cfg.tie_embeddings,
+                         final_logits_bias=final_logits_bias)
     if cfg.tie_embeddings and cfg.shares_vocabulary:
         encoder.embed.weight = decoder.embed.weight  # one vocabulary: one table
     return model

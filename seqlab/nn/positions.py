@@ -85,6 +85,16 @@ class SinusoidalPosition(AbsolutePosition):
         return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # (B, T, D)
 
 
+@POSITIONS.register("sinusoidal_concat")
+class ConcatSinusoidalPosition(SinusoidalPosition):
+    """The same table with every sine first, then every cosine (fairseq's, BART's and
+    Marian's layout) instead of interleaved pairs."""
+
+    def forward(self, positions: Tensor) -> Tensor:
+        angles = positions.unsqueeze(-1).float() * self.inv_freq  # (B, T, D/2)
+        return torch.cat((angles.sin(), angles.cos()), dim=-1)  # (B, T, D)
+
+
 @POSITIONS.register("learned")
 class LearnedPosition(AbsolutePosition):
     """A trained vector per position, up to ``context_length`` positions (GPT-2 style)."""
