@@ -53,33 +53,42 @@ class BeamConfig:
 
 
 class _Stepper:
-    """Next-token log-probabilities of each row, through the state or from scratch."""
+    """Next-token log-probabilities of each row, through the state or from scratch.
+
+    With the cache, ``state`` is the decoder state after every token so far; without,
+    it stays the state after the source alone and each step re-reads ``tokens``."""
 
     def __init__(self, model, source: Tensor, source_mask: Tensor | None, bos_id: int,
                  cache: bool):
         self.model, self.cache = model, cache
-        self.start = model.start(source, source_mask)
-        self.state = self.start
+        self.state = model.start(source, source_mask)
+        self.fresh = True  # nothing decoded yet
         B = source.shape[0]
         self.tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=source.device)
 
     def logprobs(self) -> Tensor:
         if self.cache:
-            ids = self.tokens[:, -1:] if self.state is not self.start else self.tokens
-            out = self.model(ids, self.state)
+            out = self.model(self.tokens if self.fresh else self.tokens[:, -1:], self.state)
             self.state = out.state
         else:
-            out = self.model(self.tokens, self.start)
+            out = self.model(self.tokens, self.state)
+        self.fresh = False
         return out.logits[:, -1].float().log_softmax(-1)
 
-    def keep(self, rows: Tensor, new_tokens: Tensor | None = None) -> None:
+    def extend(self, new_tokens: Tensor) -> None:
+        """Continue every row by its entry of ``new_tokens``."""
+        self.tokens = torch.cat([self.tokens, new_tokens[:, None]], 1)
+
+    def keep(self, rows: Tensor, new_tokens: Tensor | None = None, *,
+             same_sources: bool = False) -> None:
         """Keep rows ``rows`` of the current batch (in that order, repeats allowed), each
-        continued by its entry of ``new_tokens`` when given."""
-        tokens = self.tokens.index_select(0, rows)
-        self.tokens = tokens if new_tokens is None else torch.cat([tokens, new_tokens[:, None]], 1)
-        fresh = self.state is self.start
-        self.start = self.start.reorder(rows)
-        self.state = self.start if fresh else self.state.reorder(rows)
+        continued by its entry of ``new_tokens`` when given. ``same_sources``: every
+        kept row reads the source of the row it replaces, so the memory stays."""
+        self.tokens = self.tokens.index_select(0, rows)
+        if new_tokens is not None:
+            self.extend(new_tokens)
+        moved = self.cache and not self.fresh
+        self.state = self.state.reorder(rows, memory=not (same_sources and moved))
 
 
 @torch.no_grad()
@@ -102,13 +111,12 @@ def decode(model, source: Tensor, source_mask: Tensor | None = None, *, bos_id: 
         stepper = _Stepper(model, source, source_mask, bos_id, cache)
         logprob = torch.zeros(B, dtype=torch.float64, device=source.device)
         finished = torch.zeros(B, dtype=torch.bool, device=source.device)
-        rows = torch.arange(B, device=source.device)
         for _ in range(max_length):
             logp = stepper.logprobs()
             token = next_token(logp, sampling, generator)
             token = torch.where(finished, torch.full_like(token, eos_id), token)
             logprob += torch.where(finished, 0.0, logp.gather(1, token[:, None])[:, 0].double())
-            stepper.keep(rows, token)
+            stepper.extend(token)
             finished |= token == eos_id
             if bool(finished.all()):
                 break
@@ -168,6 +176,10 @@ def beam_search(model, source: Tensor, source_mask: Tensor | None = None, *, bos
             keep = [i for i, d in enumerate(done) if not d]
             if not keep:
                 break
+            if len(keep) == n:  # every sentence goes on: its beams reorder among themselves
+                rows = (torch.arange(n, device=device)[:, None] * K + beam).flatten()
+                stepper.keep(rows, token.flatten(), same_sources=True)
+                continue
             keep_t = torch.tensor(keep, device=device)
             rows = (keep_t[:, None] * K + beam.index_select(0, keep_t)).flatten()
             stepper.keep(rows, token.index_select(0, keep_t).flatten())

@@ -75,6 +75,34 @@ def marian_tensors(hf_state: dict, n_layers: int) -> dict:
 
 
 @torch.no_grad()
+def save_marian_weights(model, marian) -> None:
+    """Copy a ``Seq2SeqModel``'s weights (of a ``marian_model_config`` shape, with a
+    logits bias) into a ``MarianMTModel``: the inverse of ``load_marian_weights``."""
+    theirs = marian.state_dict()
+    names = marian_tensors({k: v for k, v in theirs.items()}, marian.config.decoder_layers)
+    ours = model.state_dict()
+    d = marian.config.d_model
+    for mine, tensor in names.items():
+        value = ours[mine]
+        if mine == "proj.bias":
+            theirs["final_logits_bias"][0].copy_(value)
+        elif ".kv_proj." in mine:
+            prefix = _marian_prefix(mine)
+            kind = mine.rsplit(".", 1)[1]
+            theirs[f"{prefix}.k_proj.{kind}"].copy_(value[:d])
+            theirs[f"{prefix}.v_proj.{kind}"].copy_(value[d:])
+        else:
+            tensor.copy_(value)  # the state dict's own tensor: a view of the model's
+
+
+def _marian_prefix(name: str) -> str:
+    """Marian's attention module of one of seqlab's fused ``kv_proj`` tensors."""
+    side, _, layer, part = name.split(".")[:4]
+    module = "self_attn" if part == "mixer" else "encoder_attn"
+    return f"model.{side}.layers.{layer}.{module}"
+
+
+@torch.no_grad()
 def load_marian_weights(model, marian) -> None:
     """Copy a ``MarianMTModel``'s weights into ``model`` (a ``Seq2SeqModel`` built from
     ``marian_model_config(marian.config)`` with a logits bias)."""
@@ -93,4 +121,4 @@ def load_marian_weights(model, marian) -> None:
         own[name].copy_(tensor)
 
 
-__all__ = ["load_marian_weights", "marian_model_config", "marian_tensors"]
+__all__ = ["load_marian_weights", "marian_model_config", "marian_tensors", "save_marian_weights"]

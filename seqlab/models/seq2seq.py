@@ -39,9 +39,13 @@ class DecoderState(BackboneState):
 
     memory: list[MemoryKV] | None = None
 
-    def reorder(self, index: Tensor) -> "DecoderState":
+    def reorder(self, index: Tensor, *, memory: bool = True) -> "DecoderState":
+        """The given rows; with ``memory=False`` the memory's rows stay as they are, which
+        is right when every new row reads the same source as the row it replaces (beam
+        search reordering the beams of each sentence) and saves copying it."""
         picked = super().reorder(index)
-        return DecoderState(picked.layers, picked.seen, [kv.reorder(index) for kv in self.memory])
+        kept = [kv.reorder(index) for kv in self.memory] if memory else self.memory
+        return DecoderState(picked.layers, picked.seen, kept)
 
 
 class DecoderBlock(nn.Module):
@@ -176,13 +180,15 @@ class Seq2SeqModel(nn.Module):
     def loss(self, inputs: Tensor, targets: Tensor, padding_mask: Tensor | None = None, *,
              decoder_inputs: Tensor, decoder_mask: Tensor | None = None, **extras) -> LossSum:
         """Summed (label-smoothed) cross-entropy over the real target tokens, and their
-        count. ``targets`` (B, T) hold IGNORE at padding."""
-        logits = self.teacher_forced(inputs, decoder_inputs, source_mask=padding_mask,
-                                     decoder_mask=decoder_mask)
-        flat = targets.flatten()
-        total = F.cross_entropy(logits.flatten(0, 1).float(), flat, ignore_index=IGNORE,
-                                reduction="sum", label_smoothing=self.label_smoothing)
-        return LossSum(total, (flat != IGNORE).sum(), logits)
+        count. ``targets`` (B, T) hold IGNORE at padding, where no logits are computed:
+        the outputs are the (N, V) logits of the N real target tokens, in row order."""
+        memory = self.decoder.memory(self.encode(inputs, padding_mask), padding_mask)
+        hidden, _ = self.decoder(decoder_inputs, memory=memory, padding_mask=decoder_mask)
+        real = targets != IGNORE
+        logits = self.proj(hidden[real])  # (N, V)
+        total = F.cross_entropy(logits.float(), targets[real], reduction="sum",
+                                label_smoothing=self.label_smoothing)
+        return LossSum(total, real.sum(), logits)
 
 
 __all__ = ["Decoder", "DecoderBlock", "DecoderState", "Seq2SeqModel"]

@@ -64,9 +64,9 @@ class TokenAccuracy(Metric):
         self.right = self.total = 0
 
     def update(self, result: LossSum, batch: Batch) -> None:
-        real = batch.targets != IGNORE
-        self.right += int(((result.outputs.argmax(-1) == batch.targets) & real).sum())
-        self.total += int(real.sum())
+        targets = batch.targets[batch.targets != IGNORE]  # the rows of result.outputs
+        self.right += int((result.outputs.argmax(-1) == targets).sum())
+        self.total += len(targets)
 
     def compute(self) -> dict[str, float]:
         return {"token_accuracy": self.right / max(self.total, 1)}

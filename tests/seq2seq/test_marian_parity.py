@@ -55,3 +55,18 @@ def test_greedy_decoding_through_the_state_matches_marians_generate():
         expected = expected[:expected.index(0) + 1] if 0 in expected else expected
         expected = [t for t in expected if t != 39]  # generate pads finished rows
         assert hyp.tokens == expected
+
+
+def test_weights_saved_into_a_marian_model_give_its_logits_back():
+    from seqlab.interop.marian import save_marian_weights
+
+    marian, ours = pair(scale_embedding=True)
+    other, _ = pair(scale_embedding=True)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # weights Marian never had
+    save_marian_weights(ours, other)
+    src, tgt = torch.randint(1, 39, (2, 6)), torch.randint(1, 39, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(other(input_ids=src, decoder_input_ids=tgt).logits,
+                                   ours.teacher_forced(src, tgt), atol=2e-5, rtol=1e-4)
