@@ -19,5 +19,14 @@ if [[ ",${extras}," == *",dev,"* ]] && ! command -v chromium >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
     || echo "setup: could not install Chromium; the browser test will be skipped"
 fi
+# Sequence-to-sequence data made on the machine: espeak-ng pronounces the words of the
+# system word list (Debian's espeak-ng and wamerican).
+if { ! command -v espeak-ng >/dev/null 2>&1 || [ ! -f /usr/share/dict/words ]; } \
+    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing espeak-ng and a word list (apt-get) for the seq2seq data"
+  { apt-get install -y -q espeak-ng wamerican >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng wamerican >/dev/null 2>&1; }; } \
+    || echo "setup: could not install espeak-ng; the grapheme-to-phoneme data cannot be made"
+fi
 command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
 echo "setup: seqlab $("$PY" -c 'import seqlab; print(seqlab.__version__)') ready (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
