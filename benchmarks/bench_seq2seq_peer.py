@@ -104,7 +104,8 @@ def trained_on_g2p(steps: int, words: int):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     ours.eval()
-    marian.config.decoder_start_token_id = tokenizer.bos_id
+    marian.config.decoder_start_token_id = tokenizer.bos_id  # seqlab's decoder starts at <bos>
+    marian.generation_config.decoder_start_token_id = tokenizer.bos_id
     save_marian_weights(ours, marian)
     return marian.eval(), ours, tokenizer, source.val
 
