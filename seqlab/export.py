@@ -41,7 +41,7 @@ from seqlab.export_seq2seq import seq2seq_graphs
 from seqlab.io import atomic_write
 from seqlab.models.lora import merge_lora
 from seqlab.models.seq2seq import Seq2SeqModel
-from seqlab.rundir import TOKENIZER_FILE, check_run_dir
+from seqlab.rundir import TARGET_TOKENIZER_FILE, TOKENIZER_FILE, check_run_dir
 
 logger = logging.getLogger("seqlab")
 
@@ -102,7 +102,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     kind = "ids" if cfg.input == "tokens" else "features"
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model, Seq2SeqModel):
-        graphs = seq2seq_graphs(model, cfg, pipeline.tokenizer, out_dir, fmt, opset)
+        graphs = seq2seq_graphs(model, cfg, pipeline.objective.output_tokenizer, out_dir, fmt, opset)
     else:
         graphs = _stack_graphs(model, cfg, kind, out_dir, fmt, opset)
     tokenizer = pipeline.tokenizer
@@ -114,6 +114,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
                     "pad_id": tokenizer.pad_id}}
     if tokenizer is not None:
         shutil.copyfile(run_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
+    target = getattr(pipeline.objective, "target_tokenizer", None)
+    if target is not None:  # seq2seq targets with their own tokenizer: decoding's ids are its
+        manifest["target_tokenizer"] = {
+            "file": TARGET_TOKENIZER_FILE, "vocab_size": target.vocab_size,
+            "eos_id": target.eos_id, "bos_id": target.bos_id, "pad_id": target.pad_id}
+        shutil.copyfile(run_dir / TARGET_TOKENIZER_FILE, out_dir / TARGET_TOKENIZER_FILE)
     atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
@@ -244,7 +250,7 @@ class ExportedModel:
 
     def translate(self, source: Tensor, max_length: int) -> list[list[int]]:
         """Greedy outputs of an encoder-decoder, each up to ``<eos>`` (not included)."""
-        eos = self.manifest["tokenizer"]["eos_id"]
+        eos = (self.manifest.get("target_tokenizer") or self.manifest["tokenizer"])["eos_id"]
         logits, state = self.start(source)
         out = [[] for _ in range(source.shape[0])]
         done = [False] * len(out)

@@ -31,6 +31,7 @@ from seqlab.weights_file import load_weights
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+TARGET_TOKENIZER_FILE = "target_tokenizer.json"  # seq2seq targets with a tokenizer of their own
 DATA_FILE = "data.json"
 INIT_REPORT_FILE = "init.json"
 FORGETTING_FILE = "forgetting.json"  # the init run's loss before fine-tuning
@@ -42,8 +43,8 @@ TENSORBOARD_DIR = "tensorboard"  # event files, with train.tensorboard
 
 # Files a fresh run writes before its first checkpoint: a rerun into a directory that
 # never saved weights removes them, so nothing from the old attempt is reused.
-FRESH_RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, DATA_FILE, INIT_REPORT_FILE, METRICS_FILE,
-                   FORGETTING_FILE, EWC_FILE)
+FRESH_RUN_FILES = (CONFIG_FILE, TOKENIZER_FILE, TARGET_TOKENIZER_FILE, DATA_FILE,
+                   INIT_REPORT_FILE, METRICS_FILE, FORGETTING_FILE, EWC_FILE)
 
 
 def check_run_dir(run_dir: str | Path) -> Path:

@@ -4,7 +4,8 @@ grapheme-to-phoneme, summarisation), from TSV, CSV or JSON Lines files.
 A TSV or CSV file names its columns in a header line (``source_field`` and
 ``target_field``), or with ``header: false`` holds the source then the target in its
 first two columns. Both sides are encoded with the run's one tokenizer (learnt from both
-sides when its kind learns a vocabulary). Pairs longer than ``max_source_length`` or
+sides when its kind learns a vocabulary), or, when the objective gives the source a
+``target_tokenizer``, sources with the run's tokenizer and targets with that one. Pairs longer than ``max_source_length`` or
 ``max_target_length`` tokens are dropped with one warning per split (``too_long:
 drop``) or stop the run naming the first (``too_long: error``); an empty source or
 target is an error naming its file and line.
@@ -122,6 +123,13 @@ class ParallelSource(DataSource):
     """Source-target text pairs (see the module docstring)."""
 
     _train_records: list[Record] | None = None
+    separate = False  # the targets have a tokenizer of their own (set by the objective)
+    target_tokenizer = None  # that tokenizer, once built
+
+    @property
+    def output_tokenizer(self):
+        """The tokenizer of the targets: their own, or the shared one."""
+        return self.target_tokenizer if self.target_tokenizer is not None else self.tokenizer
 
     @property
     def limits(self) -> tuple[int, int]:
@@ -140,10 +148,19 @@ class ParallelSource(DataSource):
         return self._train_records
 
     def texts(self):
-        o = self.options
+        """The training texts the run's tokenizer learns from: both sides, or the sources
+        alone when the targets have a tokenizer of their own."""
+        yield from self.source_texts()
+        if not self.separate:
+            yield from self.target_texts()
+
+    def source_texts(self):
         for r in self._training_records():
-            yield str(field_of(r, o.source_field, "source"))
-            yield str(field_of(r, o.target_field, "target"))
+            yield str(field_of(r, self.options.source_field, "source"))
+
+    def target_texts(self):
+        for r in self._training_records():
+            yield str(field_of(r, self.options.target_field, "target"))
 
     def encode_source(self, text: str, where: str) -> np.ndarray:
         """Source ids of one text, refusing an empty one and one past the source limit."""
@@ -164,7 +181,7 @@ class ParallelSource(DataSource):
             for text, side in ((src, "source"), (tgt, "target")):
                 if not text.strip():
                     raise DataError(f"{r.where}: the {side} is empty")
-            s, t = self.tokenizer.encode_array(src), self.tokenizer.encode_array(tgt)
+            s, t = self.tokenizer.encode_array(src), self.output_tokenizer.encode_array(tgt)
             if len(s) > max_src or len(t) > max_tgt:
                 long.append((r.where, len(s), len(t)))
                 continue
@@ -214,8 +231,9 @@ class ParallelSource(DataSource):
                                       bucket=o.bucket, bucket_span=o.bucket_span)
 
     def batch(self, pairs: Pairs, indices) -> Batch:
-        tok = self.tokenizer
-        src, src_mask = pad([pairs.sources[i] for i in indices], value=tok.pad_id, dtype=torch.long)
+        tok = self.output_tokenizer
+        src, src_mask = pad([pairs.sources[i] for i in indices], value=self.tokenizer.pad_id,
+                            dtype=torch.long)
         bos, eos = np.array([tok.bos_id]), np.array([tok.eos_id])
         ins = [np.concatenate([bos, pairs.targets[i]]) for i in indices]
         outs = [np.concatenate([pairs.targets[i], eos]) for i in indices]

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import torch
 
 from seqlab.data.batch import IGNORE, Batch
+from seqlab.data.tokenizer_base import load_tokenizer
+from seqlab.data.tokenizers import TOKENIZERS, build_tokenizer
 from seqlab.errors import ConfigError
 from seqlab.infer.generate import SamplingConfig
 from seqlab.infer.seq2seq import BeamConfig, Hypothesis, beam_search, decode
 from seqlab.models.build import build_seq2seq
 from seqlab.models.heads import LossSum
 from seqlab.tasks.base import Metric, Objective, register_objective
+from seqlab.rundir import TARGET_TOKENIZER_FILE
 from seqlab.tasks.seq2seq_metrics import DIRECTIONS, text_scores
 
 
@@ -31,7 +34,11 @@ class Seq2SeqOptions:
     decoding evaluations use (and ``translate``'s defaults); ``max_output_length``: the
     longest output decoded (default: ``model.context_length``); ``eval_decode``: pairs of
     each evaluation set decoded for the text metrics (0: none); ``bleu_tokenize``:
-    sacrebleu's tokenizer for BLEU (``13a`` for sentences, ``char`` for single words)."""
+    sacrebleu's tokenizer for BLEU (``13a`` for sentences, ``char`` for single words);
+    ``target_tokenizer``: the targets' own tokenizer, as a ``tokenizer`` section
+    (``{kind: bpe, vocab_size: 8000}``), when source and target should not share one
+    (then the run's ``tokenizer`` reads the sources alone, and the encoder and decoder
+    have embedding tables of their own)."""
 
     label_smoothing: float = 0.1
     beam: int = 1
@@ -39,6 +46,7 @@ class Seq2SeqOptions:
     max_output_length: int | None = None
     eval_decode: int = 200
     bleu_tokenize: str = "13a"
+    target_tokenizer: dict | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -51,6 +59,8 @@ class Seq2SeqOptions:
         if self.bleu_tokenize not in tokenizers:
             raise ConfigError(f"task_options.bleu_tokenize must be one of {', '.join(tokenizers)}, "
                               f"got {self.bleu_tokenize!r}")
+        if self.target_tokenizer is not None:
+            check_tokenizer_section(self.target_tokenizer, "task_options.target_tokenizer")
         if self.max_output_length is not None and self.max_output_length < 1:
             raise ConfigError(f"task_options.max_output_length must be >= 1, got {self.max_output_length}")
 
@@ -72,10 +82,81 @@ class TokenAccuracy(Metric):
         return {"token_accuracy": self.right / max(self.total, 1)}
 
 
+TOKENIZER_KEYS = ("kind", "path", "vocab_size", "word_chars", "k", "overlap", "soft_mask")
+
+
+def check_tokenizer_section(section, where: str) -> None:
+    """Refuse a tokenizer section with unknown keys or kind."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping like {{kind: char}}, got {section!r}")
+    unknown = sorted(set(section) - set(TOKENIZER_KEYS))
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {', '.join(unknown)}; valid: "
+                          f"{', '.join(TOKENIZER_KEYS)}")
+    kind = section.get("kind", "byte")
+    if kind not in TOKENIZERS:
+        raise ConfigError(f"{where}.kind {kind!r} is not a tokenizer; valid: "
+                          f"{', '.join(TOKENIZERS.names())}")
+
+
 @register_objective("seq2seq", Seq2SeqOptions, sources=("parallel",), modes=("causal",),
                     model_defaults={"encoder": {}})
 class Seq2Seq(Objective):
     item_name = "tokens"
+    target_tokenizer = None  # the targets' own tokenizer, when they have one
+
+    def make_source(self):
+        source = super().make_source()
+        source.separate = self.options.target_tokenizer is not None
+        return source
+
+    @property
+    def output_tokenizer(self):
+        """The tokenizer of the targets: their own, or the shared one."""
+        return self.target_tokenizer if self.target_tokenizer is not None else self.tokenizer
+
+    def _tokenizer(self, run_dir):
+        tokenizer = super()._tokenizer(run_dir)
+        spec = self.options.target_tokenizer
+        if spec is not None:
+            saved = run_dir / TARGET_TOKENIZER_FILE if run_dir is not None else None
+            if saved is not None and saved.exists():
+                self.target_tokenizer = load_tokenizer(saved)
+            elif spec.get("path"):
+                self.target_tokenizer = load_tokenizer(spec["path"])
+            else:
+                kind = spec.get("kind", "byte")
+                texts = self.source.target_texts() if TOKENIZERS.get(kind).learns_vocabulary else ()
+                self.target_tokenizer = build_tokenizer(
+                    kind, texts, **{k: v for k, v in spec.items() if k not in ("kind", "path")})
+            self.source.target_tokenizer = self.target_tokenizer
+        return tokenizer
+
+    def sync_model(self) -> None:
+        """One tokenizer: the model's vocabulary is its. Two: the decoder's is the
+        targets', and ``model.encoder.vocab_size`` the sources'."""
+        if self.target_tokenizer is None:
+            return super().sync_model()
+        cfg = self.config.model
+        cfg.input = "tokens"
+        encoder = dict(cfg.encoder or {})
+        for where, holder, key, size in (
+                ("model.encoder.vocab_size", encoder, "vocab_size", self.tokenizer.vocab_size),
+                ("model.vocab_size", None, "vocab_size", self.target_tokenizer.vocab_size)):
+            current = holder.get(key) if holder is not None else cfg.vocab_size
+            if current is not None and current != size:
+                raise ConfigError(f"{where} is {current} but its tokenizer has {size} tokens; "
+                                  f"leave it unset to take the tokenizer's")
+            if holder is not None:
+                holder[key] = size
+            else:
+                cfg.vocab_size = size
+        cfg.encoder = encoder
+
+    def save_artifacts(self, run_dir) -> None:
+        super().save_artifacts(run_dir)
+        if self.target_tokenizer is not None:
+            self.target_tokenizer.save(run_dir / TARGET_TOKENIZER_FILE)
 
     def build_model(self):
         cfg = self.config.model
@@ -104,7 +185,7 @@ class Seq2Seq(Objective):
                      sampling: SamplingConfig | None = None, seed: int | None = None,
                      cache: bool = True) -> list[list[Hypothesis]]:
         """The ``n_best`` outputs of each source row of ``batch``, best first."""
-        tok = self.tokenizer
+        tok = self.output_tokenizer
         beam = beam or self.options.beam
         kw = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, cache=cache,
                   max_length=max_length or self.max_output_length)
@@ -120,8 +201,8 @@ class Seq2Seq(Objective):
 
     def text(self, tokens: list[int]) -> str:
         """The text of output tokens (without a final ``<eos>``)."""
-        eos = self.tokenizer.eos_id
-        return self.tokenizer.decode([t for t in tokens if t != eos])
+        tok = self.output_tokenizer
+        return tok.decode([t for t in tokens if t != tok.eos_id])
 
     @torch.no_grad()
     def evaluate_batches(self, model, batches, *, name: str = "val") -> dict[str, float]:
@@ -145,6 +226,7 @@ class Seq2Seq(Objective):
         """The text metrics of decoding ``batches`` against their targets, and the
         decoding rate (sentences per second)."""
         device = next(model.parameters()).device
+        tok = self.output_tokenizer
         hyps, refs, hyp_ids, ref_ids = [], [], [], []
         start, n = time.perf_counter(), 0
         was_training = model.training
@@ -153,10 +235,10 @@ class Seq2Seq(Objective):
             for batch in batches:
                 batch = batch.to(device)
                 for best, target in zip(self.decode_batch(model, batch), batch.targets.tolist()):
-                    reference = [t for t in target if t != IGNORE and t != self.tokenizer.eos_id]
-                    tokens = [t for t in best[0].tokens if t != self.tokenizer.eos_id]
-                    hyps.append(self.tokenizer.decode(tokens))
-                    refs.append(self.tokenizer.decode(reference))
+                    reference = [t for t in target if t != IGNORE and t != tok.eos_id]
+                    tokens = [t for t in best[0].tokens if t != tok.eos_id]
+                    hyps.append(tok.decode(tokens))
+                    refs.append(tok.decode(reference))
                     hyp_ids.append(tokens)
                     ref_ids.append(reference)
                 n += batch.size

@@ -128,3 +128,39 @@ def test_selecting_by_a_decoded_metric_needs_decoding(tmp_path):
     config = reversal_config(tmp_path, best_metric="wer")
     with pytest.raises(ConfigError, match="needs decoded outputs; task_options.eval_decode is 0"):
         seqlab.fit(config.replace(["task_options.eval_decode=0"]), tmp_path / "run")
+
+
+def test_source_and_target_can_have_tokenizers_of_their_own(tmp_path):
+    """Sources read by a char tokenizer learnt from the sources alone, targets by bytes:
+    two embedding tables, both tokenizers kept in the run and used by translate."""
+    config = reversal_config(tmp_path, steps=4, eval_every=4).replace(
+        ["task_options.target_tokenizer={kind: byte}", "task_options.eval_decode=8"])
+    result = seqlab.fit(config, tmp_path / "run")
+    assert "bleu" in result.metrics
+    pipeline = seqlab.load(tmp_path / "run")
+    model = pipeline.model
+    assert pipeline.tokenizer.kind == "char" and pipeline.objective.target_tokenizer.kind == "byte"
+    assert model.encoder.embed.num_embeddings == pipeline.tokenizer.vocab_size == 12  # 4 + 8 letters
+    assert model.decoder.embed.num_embeddings == pipeline.objective.target_tokenizer.vocab_size
+    assert model.encoder.embed.weight is not model.decoder.embed.weight
+    assert (tmp_path / "run" / "target_tokenizer.json").is_file()
+    [[out]] = pipeline.translate(["abc"], max_length=6)
+    assert isinstance(out.text, str)
+    again = pipeline.evaluate(max_batches=1)
+    assert again["val_loss"] > 0
+    with pytest.raises(ConfigError, match="task_options.target_tokenizer has unknown keys size"):
+        reversal_config(tmp_path).replace(["task_options.target_tokenizer={kind: bpe, size: 3}"])
+
+
+def test_a_run_with_two_tokenizers_resumes_exactly(tmp_path):
+    from seqlab.train.checkpoint import CheckpointManager
+    from seqlab.train.trainer import Trainer
+
+    config = reversal_config(tmp_path, steps=4, eval_every=2).replace(
+        ["task_options.target_tokenizer={kind: byte}", "task_options.eval_decode=4"])
+    Trainer(config, tmp_path / "straight").fit()
+    Trainer(config, tmp_path / "resumed").fit(until_step=2)
+    Trainer(config, tmp_path / "resumed", resume=True).fit()
+    a, b = (CheckpointManager(tmp_path / r / "trainer").load_latest().model
+            for r in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
