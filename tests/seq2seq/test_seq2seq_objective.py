@@ -164,3 +164,24 @@ def test_a_run_with_two_tokenizers_resumes_exactly(tmp_path):
     a, b = (CheckpointManager(tmp_path / r / "trainer").load_latest().model
             for r in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_translate_endpoint_refuses_what_it_cannot_do(run):
+    from starlette.testclient import TestClient
+
+    from seqlab.serve.app import Service, create_app
+
+    with TestClient(create_app(Service(run[0]))) as client:
+        ok = client.post("/v1/translate", json={"texts": ["abc"], "beam": 3, "n_best": 2})
+        assert ok.status_code == 200
+        assert [o["text"] for o in ok.json()["translations"][0]][0] == "CBA"
+        for body, status, message in (
+                ({"texts": []}, 422, "texts is empty"),
+                ({"texts": ["ab"], "beam": 2, "n_best": 3}, 422, "n_best 3 is more than the beam (2)"),
+                ({"texts": ["ab", "a" * 30]}, 422, "texts[1]: the source is 30 tokens long"),
+                ({"texts": ["ab"], "max_length": 100000}, 413, "over this server's cap"),
+                ({"texts": ["ab"], "temperature": 1.0, "beam": 2}, 422, "sampling draws one output"),
+                ({"texts": ["ab"], "beams": 2}, 422, "beams")):
+            response = client.post("/v1/translate", json=body)
+            assert response.status_code == status, response.text
+            assert message in response.text
