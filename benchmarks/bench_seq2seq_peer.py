@@ -187,8 +187,10 @@ def main() -> None:
         same = total = 0
         for hf_rows, hyps in zip(found[f"hf{beam}"], found[f"ours{beam}"]):
             for row, hyp in zip(hf_rows.tolist(), hyps):
-                tokens = [t for t in row[1:] if t != tok.pad_id]
-                same += tokens == hyp.tokens
+                tokens = row[1:]  # after the start token, up to the first <eos> (then padding)
+                if tok.eos_id in tokens:
+                    tokens = tokens[:tokens.index(tok.eos_id) + 1]
+                same += [t for t in tokens if t != tok.pad_id] == hyp.tokens
                 total += 1
         return same / total
 
