@@ -93,3 +93,39 @@ def test_the_encoder_is_bidirectional_unless_asked_and_its_keys_are_checked():
         ModelConfig(vocab_size=9, encoder={"mixer": "mamba"})
     with pytest.raises(ConfigError, match="cross_attention must be 'dot' or 'additive'"):
         ModelConfig(vocab_size=9, encoder={}, cross_attention="general")
+
+
+def _every_causal_mixer():
+    from seqlab.nn.mixers import MIXERS
+
+    return [n for n in MIXERS.names() if MIXERS.get(n).supports(True)]
+
+
+SMALL = {"window_attention": {"window": 4}, "linear_attention": {"chunk_size": 4},
+         "segment_memory": {"segment": 4, "memory_segments": 1, "compressed_slots": 2,
+                            "compression_rate": 2}, "mamba": {"chunk_size": 8}}
+
+
+@pytest.mark.parametrize("mixer", _every_causal_mixer())
+def test_every_causal_mixer_decodes_in_chunks_as_in_one_pass(mixer):
+    """Any mixer that runs causally serves as the decoder (over an attention encoder),
+    and the chunked == full law holds for it with cross-attention in every block."""
+    from seqlab.models.build import build_seq2seq
+    from seqlab.nn.mixers import MIXERS
+
+    torch.manual_seed(0)
+    uses_positions = MIXERS.get(mixer).uses_positions
+    cfg = ModelConfig(mixer=mixer, d_model=32, n_layers=2, n_heads=4, vocab_size=VOCAB,
+                      position="rope" if uses_positions else "none",
+                      mixer_options={mixer: SMALL[mixer]} if mixer in SMALL else {},
+                      encoder={"mixer": "attention", "position": "rope", "mixer_options": {}})
+    model = build_seq2seq(cfg).eval()
+    src, mask = sources()
+    tgt = torch.randint(3, VOCAB, (4, 11), generator=torch.Generator().manual_seed(5))
+    full = model.teacher_forced(src, tgt, source_mask=mask)
+    state, pieces = model.start(src, mask), []
+    for a, b in ((0, 1), (1, 5), (5, 6), (6, 11)):
+        out = model(tgt[:, a:b], state)
+        pieces.append(out.logits)
+        state = out.state
+    torch.testing.assert_close(torch.cat(pieces, 1), full, atol=5e-5, rtol=1e-4)
