@@ -18,6 +18,7 @@ to ``out``), ``text``, ``voice``, ``speed``, ``pitch`` and ``snr``.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import subprocess
@@ -120,8 +121,7 @@ def write_speech_corpus(out: str | Path, *, n_utterances: int = 1500, n_voices: 
     """Speak ``n_utterances`` texts in ``n_voices`` voices (each utterance in one voice,
     speed and pitch), split by voice; returns the manifest row counts."""
     import soundfile
-
-    from seqlab.data.audio import resample
+    from scipy.signal import resample_poly
 
     if shutil.which("espeak-ng") is None:
         raise DataError("espeak-ng is not installed; install Debian's espeak-ng package "
@@ -145,7 +145,8 @@ def write_speech_corpus(out: str | Path, *, n_utterances: int = 1500, n_voices: 
         clean = out / "wav" / f"{i:05d}.wav"
         speak(text, voice, speed, pitch, clean)
         samples, rate = soundfile.read(str(clean), dtype="float32")
-        samples = resample(samples, rate, sample_rate)
+        g = math.gcd(rate, sample_rate)
+        samples = resample_poly(samples, sample_rate // g, rate // g).astype(np.float32)
         soundfile.write(str(clean), samples, sample_rate, subtype="PCM_16")
         side = split[voice]
         levels = snr_levels if side == "test" else [rng.choice(snr_levels)]
