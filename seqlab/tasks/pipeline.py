@@ -73,7 +73,8 @@ class Pipeline:
         raise ConfigError(f"a {self.config.task!r} run has no prediction; predict works on "
                           "classify, tag and regress runs"
                           + {"causal_lm": " (use generate)",
-                             "masked_lm": " (use fill_mask)"}.get(self.config.task, ""))
+                             "masked_lm": " (use fill_mask)",
+                             "seq2seq": " (use translate)"}.get(self.config.task, ""))
 
     def predict_file(self, data, out, **options) -> int:
         """Predictions for every example in ``data`` written to ``out`` (CSV or JSONL)."""
