@@ -172,9 +172,15 @@ class ModelConfig:
             own["mixer_options"] = {k: v for k, v in self.mixer_options.items() if k in used}
         if "mixer" in overrides and "position" not in overrides:
             names = overrides["mixer"] if isinstance(overrides["mixer"], list) else [overrides["mixer"]]
-            if self.position in ("rope", "alibi") and not any(MIXERS.get(m).uses_positions
-                                                               for m in names if m in MIXERS):
+            uses = any(MIXERS.get(m).uses_positions for m in names if m in MIXERS)
+            if self.position in ("rope", "alibi") and not uses:
                 own["position"] = "none"
+            elif self.position == "none" and uses:
+                own["position"] = "rope"  # an attention encoder under a recurrent decoder
+        if "d_model" in overrides and overrides["d_model"] != self.d_model:
+            raise ConfigError(f"model.encoder.d_model ({overrides['d_model']}) must equal "
+                              f"model.d_model ({self.d_model}): the decoder attends to the "
+                              "encoder's outputs at its own width")
         own.update(causal=False)
         own.update(overrides)
         try:

@@ -51,12 +51,13 @@ class DecoderStep(nn.Module):
 def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -> dict:
     """Export ``start`` and ``step``; returns the manifest's ``graphs`` entry."""
     B, S, V = 2, 5, cfg.vocab_size
+    source_vocab = cfg.encoder_config().vocab_size or V  # its own when the sources have a tokenizer
     start = Start(model, None, tokenizer.bos_id)
 
     def state_after(targets: int, sources: int):
         ids = torch.randint(0, V, (B, targets))
         ids[:, 0] = tokenizer.bos_id
-        return model(ids, model.start(torch.randint(0, V, (B, sources)))).state
+        return model(ids, model.start(torch.randint(0, source_vocab, (B, sources)))).state
 
     with torch.no_grad():
         # A step's example state holds two tokens (a length-1 axis would be traced as
@@ -71,7 +72,7 @@ def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -
     dims = {"batch": batch, "cache": torch.export.Dim.DYNAMIC}
     outputs = ["logits", *(f"next.{n}" for n in layout.names)]
     graphs = {
-        "start": export_graph(start, (torch.randint(0, V, (B, S)),), ({0: batch, 1: source},),
+        "start": export_graph(start, (torch.randint(0, source_vocab, (B, S)),), ({0: batch, 1: source},),
                               out_dir, "start", fmt, opset, ["source"], outputs, cfg),
         "step": export_graph(DecoderStep(model, layout), (torch.randint(0, V, (B, 1)), flat),
                              ({0: batch}, [{d: dims[n] for d, n in axes.items()}

@@ -3,7 +3,7 @@ at the rate a model wants.
 
 ``read_audio(path, sample_rate)`` decodes a file, averages its channels, and resamples
 it when its rate differs (``scipy.signal.resample_poly``, a polyphase filter; with
-``resample=False`` a different rate is an error naming both). A file that cannot be
+``resample_to_rate=False`` a different rate is an error naming both). A file that cannot be
 decoded, holds no samples, or is silent (no sample louder than ``silence_db`` below
 full scale) is refused with a one-line error naming it: each would otherwise train a
 recogniser on nothing.

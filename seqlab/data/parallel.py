@@ -51,7 +51,7 @@ class ParallelOptions(FileOptions):
     source_field: str = "source"
     target_field: str = "target"
     group_field: str | None = None
-    max_source_length: int | None = None  # default: model.context_length
+    max_source_length: int | None = None  # default: the encoder's context_length
     max_target_length: int | None = None  # default: model.context_length - 1
     too_long: str = "drop"
     bucket: bool = True
@@ -101,8 +101,7 @@ def read_pairs(path: Path, o: ParallelOptions) -> list[Record]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",",
-                        quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
     records = []
     for row in reader:
         if not any(cell.strip() for cell in row):
@@ -124,6 +123,7 @@ class ParallelSource(DataSource):
 
     _train_records: list[Record] | None = None
     separate = False  # the targets have a tokenizer of their own (set by the objective)
+    source_limit: int | None = None  # the encoder's positions (set by the objective)
     target_tokenizer = None  # that tokenizer, once built
 
     @property
@@ -134,7 +134,7 @@ class ParallelSource(DataSource):
     @property
     def limits(self) -> tuple[int, int]:
         o = self.options
-        return (o.max_source_length or self.ctx.max_length,
+        return (o.max_source_length or self.source_limit or self.ctx.max_length,
                 o.max_target_length or self.ctx.max_length - 1)
 
     def _records(self, spec: PathSpec) -> list[Record]:

@@ -140,7 +140,7 @@ def write_speech_corpus(out: str | Path, *, n_utterances: int = 1500, n_voices: 
              for i, v in enumerate(voices)}
     rows: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for i, text in enumerate(make_texts(n_utterances, seed)):
-        voice = voices[i % len(voices)]
+        voice = rng.choice(voices)  # not by i: make_texts cycles through its kinds
         speed, pitch = rng.randint(130, 200), rng.randint(25, 75)
         clean = out / "wav" / f"{i:05d}.wav"
         speak(text, voice, speed, pitch, clean)

@@ -25,7 +25,7 @@ from seqlab.infer.generate import SamplingConfig, next_token
 class Hypothesis:
     """One decoded target: its tokens (without ``<bos>``, with ``<eos>`` when it ended
     there), the sum of their log-probabilities, and its rank score (that sum divided by
-    ``len(tokens) ** length_penalty``)."""
+    ``len(tokens) ** length_penalty`` in beam search; by ``len(tokens)`` from ``decode``)."""
 
     tokens: list[int]
     logprob: float
@@ -94,14 +94,20 @@ class _Stepper:
 @torch.no_grad()
 def decode(model, source: Tensor, source_mask: Tensor | None = None, *, bos_id: int,
            eos_id: int, max_length: int, sampling: SamplingConfig | None = None,
-           seed: int | None = None, cache: bool = True) -> list[Hypothesis]:
+           seed: int | list[int] | None = None, cache: bool = True) -> list[Hypothesis]:
     """Greedy (``sampling`` None or greedy) or sampled decoding of each source row.
 
-    Returns one Hypothesis per row; a row stops at ``eos_id`` or after ``max_length``
-    tokens."""
+    ``seed``: one for the batch, or one per row (a row then samples what it would alone).
+    Returns one Hypothesis per row, scored by its log-probability over its length (no
+    length penalty: there is nothing to rank); a row stops at ``eos_id`` or after
+    ``max_length`` tokens."""
     sampling = sampling or SamplingConfig(greedy=True)
     generator = None
-    if seed is not None:
+    if isinstance(seed, list):
+        generator = [torch.Generator(device=source.device) for _ in seed]
+        for g, s in zip(generator, seed):
+            g.manual_seed(s)
+    elif seed is not None:
         generator = torch.Generator(device=source.device)
         generator.manual_seed(seed)
     was_training = model.training
@@ -150,6 +156,9 @@ def beam_search(model, source: Tensor, source_mask: Tensor | None = None, *, bos
         for length in range(1, max_length + 1):
             logp = stepper.logprobs().double()  # (n*K, V)
             n, V = len(sentences), logp.shape[-1]
+            if K >= V:
+                raise ValueError(f"beam {K} is not below the vocabulary's {V} tokens; a smaller "
+                                 "beam keeps only real continuations")
             total = (scores[:, :, None] + logp.view(n, K, V)).view(n, K * V)
             top, flat = total.topk(min(2 * K, K * V), dim=1)  # (n, 2K), best first
             beam, token = flat // V, flat % V

@@ -99,6 +99,10 @@ def build_seq2seq(cfg, *, final_logits_bias: bool = False) -> Seq2SeqModel:
     init_weights(decoder, cfg.n_layers)
     model = Seq2SeqModel(encoder, decoder, cfg.vocab_size, tie_embeddings=cfg.tie_embeddings,
                          final_logits_bias=final_logits_bias)
+    if not cfg.tie_embeddings:
+        nn.init.normal_(model.proj.weight, std=0.02)
+    if model.proj.bias is not None:
+        nn.init.zeros_(model.proj.bias)
     if cfg.tie_embeddings and cfg.shares_vocabulary:
         encoder.embed.weight = decoder.embed.weight  # one vocabulary: one table
     return model

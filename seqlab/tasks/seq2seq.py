@@ -108,6 +108,8 @@ class Seq2Seq(Objective):
     def make_source(self):
         source = super().make_source()
         source.separate = self.options.target_tokenizer is not None
+        encoder = self.config.model.encoder_config() if self.config.model.encoder is not None else None
+        source.source_limit = encoder.context_length if encoder is not None else None
         return source
 
     @property
@@ -187,11 +189,14 @@ class Seq2Seq(Objective):
         """The ``n_best`` outputs of each source row of ``batch``, best first."""
         tok = self.output_tokenizer
         beam = beam or self.options.beam
-        kw = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, cache=cache,
-                  max_length=max_length or self.max_output_length)
+        longest = max_length or self.max_output_length
+        limit = getattr(getattr(model, "module", model), "max_positions", None)
+        if limit is not None:
+            longest = min(longest, limit - 1)  # <bos> takes the first position
+        kw = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, cache=cache, max_length=longest)
         if beam == 1 and n_best == 1:
             return [[h] for h in decode(model, batch.inputs, batch.padding_mask, sampling=sampling,
-                                        seed=seed, **kw)]
+                                        seed=seed, **kw)]  # seed: one, or one per row
         if sampling is not None:
             raise ConfigError("sampling draws one output per source; it does not combine with "
                               "beam search or n-best lists")

@@ -55,9 +55,11 @@ class Seq2SeqPipeline(Pipeline):
             index = order[start:start + batch_size]
             ids, mask = pad([rows[i] for i in index], value=self.tokenizer.pad_id, dtype=torch.long)
             batch = Batch(ids.to(self.device), None, None if mask is None else mask.to(self.device))
+            # each text samples from its own seed, so its output does not depend on the others
+            seeds = None if seed is None else [seed + int(i) for i in index]
             found = self.objective.decode_batch(
                 self.model, batch, beam=beam or (1 if sampling else None), n_best=n_best,
-                length_penalty=length_penalty, max_length=max_length, sampling=sampling, seed=seed)
+                length_penalty=length_penalty, max_length=max_length, sampling=sampling, seed=seeds)
             for i, hyps in zip(index, found):
                 out[i] = [Translation(self.objective.text(h.tokens), h.logprob, h.score) for h in hyps]
         return out

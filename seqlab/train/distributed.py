@@ -272,9 +272,7 @@ def fully_shard_model(model: nn.Module) -> None:
     as ``forward`` does, so the objectives' losses and evaluations work unchanged."""
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-    stacks = ([model.backbone] if hasattr(model, "backbone")
-              else [model.encoder, model.decoder])  # an encoder-decoder
-    for block in [b for stack in stacks for b in stack.blocks]:
+    for block in model.backbone.blocks:
         fully_shard(block)
     fully_shard(model)
     register_fsdp_forward_method(model, "loss")

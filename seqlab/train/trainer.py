@@ -146,9 +146,10 @@ class Trainer(RunPersistence):
             torch.manual_seed(seed_for_rank(self.config.seed, self.ranks.rank))
         if hasattr(self.model, "backbone"):
             self.model.backbone.checkpoint_blocks = cfg.activation_checkpointing
-        elif cfg.activation_checkpointing:
-            raise ConfigError("train.activation_checkpointing works on single-stack models; "
-                              "encoder-decoders do not support it yet")
+        elif cfg.activation_checkpointing or cfg.fsdp:
+            raise ConfigError(f"train.{'fsdp' if cfg.fsdp else 'activation_checkpointing'} works on "
+                              "single-stack models; encoder-decoders do not support it yet "
+                              "(DDP does: leave train.fsdp false)")
         for hook in self.hooks:
             hook.setup(self, resume=self.resume)
         # A LoRA run keeps (in weights and checkpoints) only what trains; the rest is its base run's.

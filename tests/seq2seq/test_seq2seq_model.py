@@ -129,3 +129,11 @@ def test_every_causal_mixer_decodes_in_chunks_as_in_one_pass(mixer):
         pieces.append(out.logits)
         state = out.state
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=5e-5, rtol=1e-4)
+
+
+def test_encoder_overrides_that_cannot_work_are_refused_and_positions_follow_the_mixer():
+    with pytest.raises(ConfigError, match=r"model.encoder.d_model \(64\) must equal model.d_model \(32\)"):
+        ModelConfig(d_model=32, vocab_size=9, encoder={"d_model": 64})
+    cfg = ModelConfig(mixer="lstm", position="none", ffn="none", vocab_size=9,
+                      encoder={"mixer": "attention"})
+    assert cfg.encoder_config().position == "rope"  # attention needs word order

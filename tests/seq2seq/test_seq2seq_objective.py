@@ -148,6 +148,15 @@ def test_source_and_target_can_have_tokenizers_of_their_own(tmp_path):
     assert isinstance(out.text, str)
     again = pipeline.evaluate(max_batches=1)
     assert again["val_loss"] > 0
+    from seqlab.data.batch import Batch
+    from seqlab.export import ExportedModel, export_run
+
+    export_run(tmp_path / "run", tmp_path / "onnx")  # sources drawn from the source vocabulary
+    source = torch.tensor([[4, 5, 6], [7, 8, 9]])
+    want = pipeline.objective.decode_batch(model, Batch(source), max_length=6)
+    eos = pipeline.objective.target_tokenizer.eos_id
+    assert ExportedModel(tmp_path / "onnx").translate(source, 6) == [
+        [t for t in h[0].tokens if t != eos] for h in want]
     with pytest.raises(ConfigError, match="task_options.target_tokenizer has unknown keys size"):
         reversal_config(tmp_path).replace(["task_options.target_tokenizer={kind: bpe, size: 3}"])
 
