@@ -128,8 +128,11 @@ def main() -> None:
                 rate = decode_speed(pipeline, test, n)
                 speeds.append([task, model, n, f"{rate[True]:.0f}", f"{rate[False]:.0f}",
                                f"{rate[True] / rate[False]:.2f}x"])
-    notes = (f"Each model: {steps} steps on g2p, {30 if args.quick else args.code_steps} on "
-             "code, batch 64 (g2p) or 32 (code) pairs, lr 2e-3, 100 "
+    tasks = args.tasks.split(",")
+    code = (f"{30 if args.quick else args.code_steps} on code" if "code" in tasks
+            else "code summarisation not run")
+    notes = (f"Each model: {steps} steps on g2p, {code}, batch 64 (g2p) or 32 (code) pairs, "
+             "lr 2e-3, 100 "
              "warm-up steps, label smoothing 0.1, dropout 0.1, char tokenizer over both "
              "sides, the weights of the best validation loss; scored on the test split "
              "(held-out words, held-out modules). WER on g2p is the phoneme error rate; "
