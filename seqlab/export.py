@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
-from seqlab.export_graphs import FORMATS, MANIFEST, StateLayout, export_graph
+from seqlab.export_graphs import FORMATS, MANIFEST, StateLayout, Step, export_graph
 from seqlab.export_seq2seq import seq2seq_graphs
 from seqlab.io import atomic_write
 from seqlab.models.lora import merge_lora
@@ -56,18 +56,6 @@ class Prefill(nn.Module):
     def forward(self, ids: Tensor):
         state = self.model.init_state(ids.shape[0], ids.device)
         out = self.model(ids, state)
-        return (out.logits, *self.layout.flatten(out.state))
-
-
-class Step(nn.Module):
-    """``ids`` and a state -> logits and the next state."""
-
-    def __init__(self, model, layout: StateLayout):
-        super().__init__()
-        self.model, self.layout = model, layout
-
-    def forward(self, ids: Tensor, state: list[Tensor]):
-        out = self.model(ids, self.layout.unflatten(list(state)))
         return (out.logits, *self.layout.flatten(out.state))
 
 

@@ -84,6 +84,18 @@ class StateLayout:
         return DecoderState(layers, flat[i + 2 * self.memory], memory)
 
 
+class Step(nn.Module):
+    """``ids`` and a state (a language model's or a decoder's) -> logits and the next state."""
+
+    def __init__(self, model, layout: StateLayout):
+        super().__init__()
+        self.model, self.layout = model, layout
+
+    def forward(self, ids: Tensor, state: list[Tensor]):
+        out = self.model(ids, self.layout.unflatten(list(state)))
+        return (out.logits, *self.layout.flatten(out.state))
+
+
 def export_graph(module: nn.Module, args: tuple, shapes: tuple, out_dir: Path, name: str, fmt: str,
             opset: int, inputs: list[str], outputs: list[str], cfg) -> dict:
     path = out_dir / f"{name}{FORMATS[fmt]}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from seqlab.export_graphs import StateLayout, export_graph
+from seqlab.export_graphs import StateLayout, Step, export_graph
 
 
 class Start(nn.Module):
@@ -33,18 +33,6 @@ class Start(nn.Module):
         state = self.model.start(source)
         bos = torch.full((source.shape[0], 1), self.bos_id, dtype=torch.long, device=source.device)
         out = self.model(bos, state)
-        return (out.logits, *self.layout.flatten(out.state))
-
-
-class DecoderStep(nn.Module):
-    """``ids`` and a decoder state -> logits and the next state."""
-
-    def __init__(self, model, layout: StateLayout):
-        super().__init__()
-        self.model, self.layout = model, layout
-
-    def forward(self, ids: Tensor, state: list[Tensor]):
-        out = self.model(ids, self.layout.unflatten(list(state)))
         return (out.logits, *self.layout.flatten(out.state))
 
 
@@ -74,7 +62,7 @@ def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -
     graphs = {
         "start": export_graph(start, (torch.randint(0, source_vocab, (B, S)),), ({0: batch, 1: source},),
                               out_dir, "start", fmt, opset, ["source"], outputs, cfg),
-        "step": export_graph(DecoderStep(model, layout), (torch.randint(0, V, (B, 1)), flat),
+        "step": export_graph(Step(model, layout), (torch.randint(0, V, (B, 1)), flat),
                              ({0: batch}, [{d: dims[n] for d, n in axes.items()}
                                            for axes in layout.axes]),
                              out_dir, "step", fmt, opset, ["ids", *layout.names], outputs, cfg),
@@ -85,4 +73,4 @@ def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -
     return graphs
 
 
-__all__ = ["DecoderStep", "Start", "seq2seq_graphs"]
+__all__ = ["Start", "seq2seq_graphs"]

@@ -142,17 +142,9 @@ class Seq2Seq(Objective):
         cfg = self.config.model
         cfg.input = "tokens"
         encoder = dict(cfg.encoder or {})
-        for where, holder, key, size in (
-                ("model.encoder.vocab_size", encoder, "vocab_size", self.tokenizer.vocab_size),
-                ("model.vocab_size", None, "vocab_size", self.target_tokenizer.vocab_size)):
-            current = holder.get(key) if holder is not None else cfg.vocab_size
-            if current is not None and current != size:
-                raise ConfigError(f"{where} is {current} but its tokenizer has {size} tokens; "
-                                  f"leave it unset to take the tokenizer's")
-            if holder is not None:
-                holder[key] = size
-            else:
-                cfg.vocab_size = size
+        encoder["vocab_size"] = _agreed("model.encoder.vocab_size", encoder.get("vocab_size"),
+                                        self.tokenizer.vocab_size)
+        cfg.vocab_size = _agreed("model.vocab_size", cfg.vocab_size, self.target_tokenizer.vocab_size)
         cfg.encoder = encoder
 
     def save_artifacts(self, run_dir) -> None:
@@ -267,6 +259,14 @@ class Seq2Seq(Objective):
         from seqlab.tasks.seq2seq_pipeline import Seq2SeqPipeline
 
         return Seq2SeqPipeline(self, model, run_dir)
+
+
+def _agreed(where: str, current: int | None, size: int) -> int:
+    """The tokenizer's ``size``, or a ConfigError when the config set another."""
+    if current is not None and current != size:
+        raise ConfigError(f"{where} is {current} but its tokenizer has {size} tokens; leave it "
+                          "unset to take the tokenizer's")
+    return size
 
 
 def _first_rows(batch: Batch, n: int) -> Batch:
