@@ -81,7 +81,7 @@ class StateLayout:
         if not self.memory:
             return BackboneState(layers, flat[i])
         memory = [MemoryKV(flat[i + 2 * j], flat[i + 2 * j + 1]) for j in range(self.memory)]
-        return DecoderState(layers, flat[i + 2 * self.memory], memory)
+        return DecoderState(layers, flat[i + 2 * self.memory], memory=memory)
 
 
 class Step(nn.Module):

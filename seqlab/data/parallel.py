@@ -231,18 +231,23 @@ class ParallelSource(DataSource):
                                       bucket=o.bucket, bucket_span=o.bucket_span)
 
     def batch(self, pairs: Pairs, indices) -> Batch:
-        tok = self.output_tokenizer
         src, src_mask = pad([pairs.sources[i] for i in indices], value=self.tokenizer.pad_id,
                             dtype=torch.long)
+        targets, extras = self.decoder_layout([pairs.targets[i] for i in indices])
+        return Batch(src, targets, src_mask, extras, torch.as_tensor(np.asarray(indices)))
+
+    def decoder_layout(self, rows: list[np.ndarray]) -> tuple[torch.Tensor, dict]:
+        """Targets (the rows then ``<eos>``, IGNORE at padding) and the extras holding
+        the decoder's inputs (``<bos>`` then the rows) and their mask."""
+        tok = self.output_tokenizer
         bos, eos = np.array([tok.bos_id]), np.array([tok.eos_id])
-        ins = [np.concatenate([bos, pairs.targets[i]]) for i in indices]
-        outs = [np.concatenate([pairs.targets[i], eos]) for i in indices]
-        dec, dec_mask = pad(ins, value=tok.pad_id, dtype=torch.long)
-        targets, _ = pad(outs, value=IGNORE, dtype=torch.long)
+        dec, dec_mask = pad([np.concatenate([bos, r]) for r in rows], value=tok.pad_id,
+                            dtype=torch.long)
+        targets, _ = pad([np.concatenate([r, eos]) for r in rows], value=IGNORE, dtype=torch.long)
         extras = {"decoder_inputs": dec}
         if dec_mask is not None:
             extras["decoder_mask"] = dec_mask
-        return Batch(src, targets, src_mask, extras, torch.as_tensor(np.asarray(indices)))
+        return targets, extras
 
     def train_batch(self, step: int, micro: int) -> Batch:
         return self.batch(self.train, self.sampler.indices(step, micro))

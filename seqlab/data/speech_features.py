@@ -98,6 +98,44 @@ class SpeechFeatures:
         return db if self.dct is None else db @ self.dct
 
 
+class StreamingFeatures:
+    """The features of audio that arrives in pieces: ``push(samples)`` returns the
+    frames the samples so far complete (a frame needs ``n_fft // 2`` samples past its
+    centre), ``finish()`` the rest, as if the end were zero padded. Together they equal
+    ``SpeechFeatures`` over the whole signal when ``top_db`` is None (the clip to the
+    utterance's peak needs the whole utterance)."""
+
+    def __init__(self, features: SpeechFeatures):
+        if features.config.top_db is not None:
+            raise ValueError("streaming features need top_db None: clipping to the "
+                             "utterance's peak needs the whole utterance")
+        self.features = features
+        self.pending = torch.zeros(features.config.n_fft // 2)  # the centred STFT's left pad
+
+    def _frames(self) -> Tensor:
+        c = self.features.config
+        n = 0 if len(self.pending) < c.n_fft else (len(self.pending) - c.n_fft) // c.hop_length + 1
+        if n == 0:
+            return torch.zeros(0, c.n_mfcc if c.kind == "mfcc" else c.n_mels)
+        used = self.pending[:(n - 1) * c.hop_length + c.n_fft]
+        self.pending = self.pending[n * c.hop_length:]
+        spec = torch.stft(used, c.n_fft, c.hop_length, window=self.features.window,
+                          center=False, return_complex=True)
+        power = spec.real ** 2 + spec.imag ** 2
+        db = power_to_db((self.features.filters @ power).transpose(-1, -2), None)
+        return db if self.features.dct is None else db @ self.features.dct
+
+    def push(self, samples) -> Tensor:
+        """(frames, dim) completed by these samples (possibly none)."""
+        self.pending = torch.cat([self.pending, torch.as_tensor(samples, dtype=torch.float32)])
+        return self._frames()
+
+    def finish(self) -> Tensor:
+        """The last frames, reading zeros past the end."""
+        self.pending = torch.cat([self.pending, torch.zeros(self.features.config.n_fft // 2)])
+        return self._frames()
+
+
 def power_to_db(power: Tensor, top_db: float | None = 80.0) -> Tensor:
     """``10 log10(max(power, 1e-10))``, clipped to ``top_db`` below each utterance's peak."""
     db = 10.0 * torch.log10(power.clamp(min=1e-10))
@@ -149,5 +187,5 @@ def spec_augment(features: Tensor, generator: torch.Generator, *, freq_masks: in
     return out
 
 
-__all__ = ["FeatureConfig", "SpeechFeatures", "hz_to_mel", "mel_filterbank", "mel_to_hz",
+__all__ = ["FeatureConfig", "SpeechFeatures", "StreamingFeatures", "hz_to_mel", "mel_filterbank", "mel_to_hz",
            "normalize_utterance", "power_to_db", "spec_augment"]

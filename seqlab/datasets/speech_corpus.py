@@ -165,5 +165,36 @@ def write_speech_corpus(out: str | Path, *, n_utterances: int = 1500, n_voices: 
     return {side: len(items) for side, items in rows.items()}
 
 
+def write_tone_corpus(out: str | Path, *, n_utterances: int = 40, letters: str = "abcdefgh",
+                      max_letters: int = 5, sample_rate: int = 16000, seed: int = 0) -> None:
+    """A corpus that needs no speech engine: each letter is a pair of tones (as a
+    telephone keypad's digits are) sounding 60-110 ms, with short gaps and low noise;
+    ``out/wav/*.wav`` and ``out/train.jsonl`` and ``out/val.jsonl`` (``audio``, ``text``),
+    the last fifth for validation. Small and quick to learn: for tests and smoke runs."""
+    import soundfile
+
+    out = Path(out)
+    (out / "wav").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    low, high = np.linspace(400, 900, len(letters)), np.linspace(1200, 2600, len(letters))[::-1]
+    rows = []
+    for i in range(n_utterances):
+        text = "".join(rng.choice(list(letters), rng.integers(1, max_letters + 1)))
+        pieces = [np.zeros(int(0.05 * sample_rate))]
+        for ch in text:
+            k = letters.index(ch)
+            t = np.arange(int(rng.uniform(0.06, 0.11) * sample_rate)) / sample_rate
+            pieces += [0.3 * (np.sin(2 * np.pi * low[k] * t) + np.sin(2 * np.pi * high[k] * t)),
+                       np.zeros(int(rng.uniform(0.02, 0.05) * sample_rate))]
+        samples = np.concatenate(pieces)
+        samples = samples + rng.normal(0, 0.01, len(samples))
+        name = f"wav/{i:04d}.wav"
+        soundfile.write(str(out / name), samples.astype(np.float32), sample_rate, subtype="PCM_16")
+        rows.append({"audio": name, "text": text})
+    cut = len(rows) - max(1, len(rows) // 5)
+    atomic_write(out / "train.jsonl", "".join(json.dumps(r) + "\n" for r in rows[:cut]))
+    atomic_write(out / "val.jsonl", "".join(json.dumps(r) + "\n" for r in rows[cut:]))
+
+
 __all__ = ["ACCENTS", "SNR_LEVELS", "VARIANTS", "add_noise", "make_texts", "number_words",
-           "ordinal_words", "speak", "write_speech_corpus"]
+           "ordinal_words", "speak", "write_speech_corpus", "write_tone_corpus"]

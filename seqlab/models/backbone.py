@@ -21,10 +21,12 @@ from seqlab.nn.positions import AbsolutePosition, positions_from_mask
 
 @dataclass
 class BackboneState:
-    """Per-block mixer states and (B,) real tokens seen per sequence."""
+    """Per-block mixer states, (B,) real positions seen per sequence, and the input
+    adapter's own state when it streams (a convolutional front end's pending steps)."""
 
     layers: list[State]
     seen: Tensor
+    front: tuple[Tensor, ...] | None = None
 
     def reorder(self, index: Tensor) -> "BackboneState":
         """A new state holding the given batch rows of every layer's state (beam search,
@@ -36,13 +38,15 @@ class BackboneState:
             elif isinstance(s, tuple):  # recurrent (h[, c]): (num_layers, B, D)
                 s = tuple(t.index_select(1 if t.dim() == 3 else 0, index) for t in s)
             layers.append(s)
-        return BackboneState(layers, self.seen.index_select(0, index))
+        front = None if self.front is None else tuple(t.index_select(0, index) for t in self.front)
+        return BackboneState(layers, self.seen.index_select(0, index), front)
 
 
 @dataclass
 class BackboneOutput:
     hidden: Tensor  # (B, T, D)
     state: BackboneState | None = None
+    padding_mask: Tensor | None = None  # of the positions (the adapter may shorten inputs)
 
 
 class Backbone(nn.Module):
@@ -82,15 +86,34 @@ class Backbone(nn.Module):
         self.checkpoint_blocks = False
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> BackboneState:
+        streams = getattr(self.embed, "streams", False)
         return BackboneState(
             layers=[b.mixer.init_state(batch_size, device, dtype) for b in self.blocks],
             seen=torch.zeros(batch_size, dtype=torch.long, device=device),
+            front=self.embed.init_state(batch_size, device, dtype) if streams else None,
         )
+
+    def _embed(self, inputs: Tensor, state: BackboneState | None,
+               padding_mask: Tensor | None) -> tuple[Tensor, tuple | None, Tensor | None]:
+        """The adapter's output, its new state, and the mask of its positions."""
+        if state is not None and state.front is not None:
+            if padding_mask is not None and not tracing() and not bool(padding_mask.all()):
+                raise ShapeError("a streaming convolutional front end takes unpadded chunks "
+                                 "(one stream per row, every row the same length)")
+            x, front = self.embed.stream(inputs, state.front)
+            return x, front, None
+        x = self.embed(inputs)
+        if padding_mask is not None and hasattr(self.embed, "positions_mask"):
+            padding_mask = self.embed.positions_mask(padding_mask)
+        return x, None, padding_mask
 
     def forward(self, inputs: Tensor, state: BackboneState | None = None, *,
                 padding_mask: Tensor | None = None) -> BackboneOutput:
         """Args: inputs (B, T) ids or (B, T, F) features; padding_mask (B, T) bool, True = real."""
-        x = self.embed(inputs)  # (B, T, D); T / patch positions for patched features
+        # (B, T, D); fewer positions for patched or subsampled features
+        x, front, padding_mask = self._embed(inputs, state, padding_mask)
+        if front is not None and x.shape[1] == 0:  # the front end is still gathering steps
+            return BackboneOutput(self.norm(x), BackboneState(state.layers, state.seen, front))
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
         B, T = x.shape[:2]
@@ -120,6 +143,6 @@ class Backbone(nn.Module):
             new_states.append(s)
         x = self.norm(x)
         if state is None:
-            return BackboneOutput(x, None)
+            return BackboneOutput(x, None, padding_mask)
         seen = state.seen + (padding_mask.sum(1) if padding_mask is not None else T)
-        return BackboneOutput(x, BackboneState(new_states, seen))
+        return BackboneOutput(x, BackboneState(new_states, seen, front), padding_mask)

@@ -43,10 +43,10 @@ class SequenceModel(nn.Module):
     def forward(self, inputs: Tensor, state: BackboneState | None = None, *,
                 padding_mask: Tensor | None = None) -> ModelOutput:
         out = self.backbone(inputs, state, padding_mask=padding_mask)
-        return ModelOutput(self.head(out.hidden, padding_mask), out.state)
+        return ModelOutput(self.head(out.hidden, out.padding_mask), out.state)
 
     def loss(self, inputs: Tensor, targets: Tensor, padding_mask: Tensor | None = None,
              **extras: Tensor) -> LossSum:
         """The head's loss (a sum and a count) of one batch, from a stateless pass."""
-        hidden = self.backbone(inputs, padding_mask=padding_mask).hidden  # (B, T, D)
-        return self.head.loss(hidden, targets, padding_mask, **extras)
+        out = self.backbone(inputs, padding_mask=padding_mask)  # hidden (B, T, D)
+        return self.head.loss(out.hidden, targets, out.padding_mask, **extras)

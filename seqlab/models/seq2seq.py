@@ -45,7 +45,7 @@ class DecoderState(BackboneState):
         search reordering the beams of each sentence) and saves copying it."""
         picked = super().reorder(index)
         kept = [kv.reorder(index) for kv in self.memory] if memory else self.memory
-        return DecoderState(picked.layers, picked.seen, kept)
+        return DecoderState(picked.layers, picked.seen, memory=kept)
 
 
 class DecoderBlock(nn.Module):
@@ -105,7 +105,7 @@ class Decoder(nn.Module):
     def init_state(self, memory: list[MemoryKV], device=None, dtype=None) -> DecoderState:
         B = memory[0].k.shape[0]
         return DecoderState([b.mixer.init_state(B, device, dtype) for b in self.blocks],
-                            torch.zeros(B, dtype=torch.long, device=device), memory)
+                            torch.zeros(B, dtype=torch.long, device=device), memory=memory)
 
     def forward(self, ids: Tensor, state: DecoderState | None = None, *,
                 memory: list[MemoryKV] | None = None,
@@ -130,7 +130,7 @@ class Decoder(nn.Module):
         if state is None:
             return x, None
         seen = state.seen + (padding_mask.sum(1) if padding_mask is not None else T)
-        return x, DecoderState(new_layers, seen, kvs)
+        return x, DecoderState(new_layers, seen, memory=kvs)
 
 
 class Seq2SeqModel(nn.Module):
@@ -155,12 +155,19 @@ class Seq2SeqModel(nn.Module):
         return self.decoder.max_positions
 
     def encode(self, source: Tensor, source_mask: Tensor | None = None) -> Tensor:
-        """Encoder outputs (B, S, D) of source ids (B, S)."""
+        """Encoder outputs (B, S, D) of source ids (B, S) (or features (B, S, F), which
+        a subsampling front end may shorten)."""
         return self.encoder(source, padding_mask=source_mask).hidden
+
+    def memory(self, source: Tensor, source_mask: Tensor | None = None) -> list:
+        """Every decoder layer's cross-attention keys and values over the encoded source,
+        masked at the encoder's positions."""
+        out = self.encoder(source, padding_mask=source_mask)
+        return self.decoder.memory(out.hidden, out.padding_mask)
 
     def start(self, source: Tensor, source_mask: Tensor | None = None) -> DecoderState:
         """Encode the source once and return the decoder's initial state over it."""
-        memory = self.decoder.memory(self.encode(source, source_mask), source_mask)
+        memory = self.memory(source, source_mask)
         return self.decoder.init_state(memory, source.device)
 
     def forward(self, ids: Tensor, state: DecoderState, *,
@@ -173,7 +180,7 @@ class Seq2SeqModel(nn.Module):
                        source_mask: Tensor | None = None,
                        decoder_mask: Tensor | None = None) -> Tensor:
         """Logits (B, T, V) of every target position in one pass."""
-        memory = self.decoder.memory(self.encode(source, source_mask), source_mask)
+        memory = self.memory(source, source_mask)
         hidden, _ = self.decoder(decoder_inputs, memory=memory, padding_mask=decoder_mask)
         return self.proj(hidden)
 
@@ -182,7 +189,7 @@ class Seq2SeqModel(nn.Module):
         """Summed (label-smoothed) cross-entropy over the real target tokens, and their
         count. ``targets`` (B, T) hold IGNORE at padding, where no logits are computed:
         the outputs are the (N, V) logits of the N real target tokens, in row order."""
-        memory = self.decoder.memory(self.encode(inputs, padding_mask), padding_mask)
+        memory = self.memory(inputs, padding_mask)
         hidden, _ = self.decoder(decoder_inputs, memory=memory, padding_mask=decoder_mask)
         real = targets != IGNORE
         logits = self.proj(hidden[real])  # (N, V)

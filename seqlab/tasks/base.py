@@ -32,6 +32,7 @@ from seqlab.data.tokenizers import TOKENIZERS, build_tokenizer
 from seqlab.errors import ConfigError, DataError
 from seqlab.models.build import build_backbone
 from seqlab.models.heads import Head, LossSum
+from seqlab.models.inputs import INPUTS
 from seqlab.models.model import SequenceModel
 from seqlab.registry import Registry
 from seqlab.rundir import DATA_FILE, TOKENIZER_FILE, read_json, write_json
@@ -112,6 +113,7 @@ class Objective:
     name = "objective"
     item_name = "tokens"  # what throughput counts (real positions of the inputs)
     needs_mask_token = False  # ask the tokenizer for <mask>
+    text_outputs = False  # a tokenizer for the outputs, even when the inputs are features
 
     def __init__(self, config):
         self.config = config
@@ -169,7 +171,7 @@ class Objective:
         return read_json(run_dir / DATA_FILE).get("source")
 
     def _tokenizer(self, run_dir: Path | None) -> Tokenizer | None:
-        if self.source.input_kind != "tokens":
+        if self.source.input_kind != "tokens" and not self.text_outputs:
             return None
         cfg = self.config.tokenizer
         if run_dir is not None and (run_dir / TOKENIZER_FILE).exists():
@@ -205,10 +207,11 @@ class Objective:
         config that disagrees with it."""
         cfg = self.config.model
         kind = self.source.input_kind
-        if cfg.input is not None and cfg.input != kind:
+        needs = "vocab_size" if kind == "tokens" else "input_dim"
+        if cfg.input is not None and INPUTS.get(cfg.input).needs != needs:
             raise ConfigError(f"model.input is {cfg.input!r} but data source "
                               f"{self.config.data.source!r} gives {kind}; leave model.input unset")
-        cfg.input = kind
+        cfg.input = cfg.input or kind
         if kind == "tokens":
             size = self.tokenizer.vocab_size if self.tokenizer is not None else None
             _fill(cfg, "vocab_size", size, f"the {getattr(self.tokenizer, 'kind', '')} tokenizer "

@@ -20,7 +20,8 @@ def test_beam_one_is_greedy_tokens_and_scores(pair):
     greedy = decode(model, src, mask, **KW)
     beam = beam_search(model, src, mask, config=BeamConfig(beam=1), **KW)
     assert [h.tokens for h in greedy] == [b[0].tokens for b in beam]
-    assert [h.logprob for h in greedy] == pytest.approx([b[0].logprob for b in beam], abs=1e-9)
+    # finished rows leave the beam's batch, so its matmuls differ in size: equal, not bitwise
+    assert [h.logprob for h in greedy] == pytest.approx([b[0].logprob for b in beam], abs=1e-5)
     assert any(h.tokens[-1] == EOS for h in greedy) and any(len(h.tokens) < 9 for h in greedy)
 
 
