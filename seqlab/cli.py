@@ -149,6 +149,20 @@ def _write_one(run, text: str, out: str, options: dict) -> int:
         return run.translate_file(source, out, **options)
 
 
+def cmd_transcribe(args) -> int:
+    run = _load_run(args.run_dir, args.device, "transcribe", "ctc")
+    options = dict(beam=args.beam, n_best=args.n_best, stream=args.stream,
+                   chunk_seconds=args.chunk_ms / 1000)
+    if args.out:
+        n = run.transcribe_files(args.audio, args.out, **options)
+        print(f"wrote {n} transcript(s) to {args.out}")
+        return 0
+    for path, found in zip(args.audio, run.transcribe(args.audio, **options)):
+        for t in found:
+            print(f"{path}\t{t.text}" + (f"\t{t.logprob:.4f}" if len(found) > 1 else ""))
+    return 0
+
+
 def cmd_eval(args) -> int:
     import seqlab
 
@@ -338,6 +352,7 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "merge": cmd_merge, "generate": cmd_generate, "eval": cmd_eval,
             "translate": cmd_translate,
+            "transcribe": cmd_transcribe,
             "predict": cmd_predict, "backtest": cmd_backtest, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
             "hf": cmd_hf, "export": cmd_export, "tokenizer": cmd_tokenizer,

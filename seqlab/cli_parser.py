@@ -51,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_common(p)
 
+    p = sub.add_parser("transcribe", help="speech to text with a ctc run (WAV, FLAC or OGG "
+                                          "files; --stream feeds them in chunks)")
+    p.add_argument("run_dir")
+    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("--out", help="write here instead of printing: .jsonl keeps every transcript "
+                                 "with its log-probability, any other name path<TAB>text lines")
+    p.add_argument("--beam", type=int, default=None, help="prefix beam width (default: the run's "
+                                                           "task_options.beam; 1 = greedy)")
+    p.add_argument("--n-best", type=int, default=1, help="transcripts per file")
+    p.add_argument("--stream", action="store_true", help="feed each file in chunks through the "
+                                                         "encoder's state (causal encoders)")
+    p.add_argument("--chunk-ms", type=float, default=500.0, help="chunk length when streaming")
+    p.add_argument("--device", default="cpu")
+    _add_common(p)
+
     p = sub.add_parser("eval", help="the objective's metrics of a run (loss, accuracy, ...)")
     p.add_argument("run_dir")
     p.add_argument("--data", help="file, folder or glob read like the training data "

@@ -16,6 +16,11 @@ over time), there is no ``prefill`` (``null`` in the manifest): the state then s
 zeros (``state`` in the manifest gives the shapes) and the prompt goes through ``step``
 one token at a time, which gives the same logits.
 
+Feature inputs with ``model.patch`` P (patches, or a convolutional front end) read P
+steps per position: ``step`` takes (B, P, F), and ``prefill`` and ``forward`` a multiple
+of P steps (``steps_per_position`` in the manifest); a front end's pending input steps
+travel in the state as ``front.I``.
+
 Formats: ``onnx`` (``*.onnx``, through ``torch.onnx.export``; run with ONNX Runtime) and
 ``torch-export`` (``*.pt2``, ``torch.export.save``; ``torch.export.load`` runs it
 without seqlab). ``export.json`` lists every input and output with its shape and
@@ -96,6 +101,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     tokenizer = pipeline.tokenizer
     manifest = {"format": fmt, "run": str(run_dir), "objective": pipeline.config.task,
                 "input": kind, "context_length": cfg.context_length, "graphs": graphs,
+                "steps_per_position": cfg.patch if kind == "features" else 1,
                 "tokenizer": None if tokenizer is None else {
                     "file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size,
                     "eos_id": tokenizer.eos_id, "bos_id": tokenizer.bos_id,
@@ -139,12 +145,12 @@ def _stack_graphs(model, cfg, kind: str, out_dir: Path, fmt: str, opset: int) ->
     graphs: dict = {}
     if model.causal and window is None:
         with torch.no_grad():
-            state = model(example_inputs(T), model.init_state(B)).state
-            longer = model(example_inputs(T + 1), model.init_state(B)).state
+            state = model(example_inputs(patch * T), model.init_state(B)).state
+            longer = model(example_inputs(patch * (T + 1)), model.init_state(B)).state
         layout = StateLayout(model, state, longer)
         flat = [t.contiguous() for t in layout.flatten(state)]  # a runtime passes dense arrays
         dims = {"batch": batch, "cache": torch.export.Dim.DYNAMIC}
-        graphs["step"] = export_graph(Step(model, layout), (example_inputs(1), flat),
+        graphs["step"] = export_graph(Step(model, layout), (example_inputs(patch), flat),
                                  ({0: batch}, [{d: dims[n] for d, n in axes.items()}
                                                for axes in layout.axes]),
                                  out_dir, "step", fmt, opset, ["ids", *layout.names],
@@ -153,7 +159,7 @@ def _stack_graphs(model, cfg, kind: str, out_dir: Path, fmt: str, opset: int) ->
                             "dynamic": {str(d): a for d, a in axes.items()}}
                            for n, t, axes in zip(layout.names, flat, layout.axes)]
         try:
-            graphs["prefill"] = export_graph(Prefill(model, layout), (example_inputs(T),),
+            graphs["prefill"] = export_graph(Prefill(model, layout), (example_inputs(patch * T),),
                                         ({0: batch, 1: time},), out_dir, "prefill", fmt, opset,
                                         ["ids"], ["logits", *(f"next.{n}" for n in layout.names)], cfg)
         except ConfigError:
@@ -223,8 +229,9 @@ class ExportedModel:
         if "prefill" in self._graphs:
             return self._run("prefill", ids)
         state, logits = self.zero_state(ids.shape[0]), []
-        for t in range(ids.shape[1]):
-            out, state = self._run("step", ids[:, t:t + 1], state)
+        every = self.manifest.get("steps_per_position", 1)  # what one step reads
+        for t in range(0, ids.shape[1], every):
+            out, state = self._run("step", ids[:, t:t + every], state)
             logits.append(out)
         return torch.cat(logits, 1), state
 

@@ -30,11 +30,12 @@ class StateLayout:
     (recurrent h[, c]); the names are ``layers.I.FIELD`` and ``seen``. A decoder's state
     (``DecoderState``) also holds each layer's cross-attention keys and values over the
     source, named ``memory.I.k`` and ``memory.I.v`` (exported rows are unpadded, so no
-    source mask).
+    source mask). A streaming front end's pending input steps are ``front.I``.
     """
 
     def __init__(self, model, example: BackboneState, longer: BackboneState | None = None):
         self.memory = len(example.memory) if isinstance(example, DecoderState) else 0
+        self.front = len(example.front) if example.front is not None else 0
         blocks = model.decoder.blocks if self.memory else model.backbone.blocks
         self.kinds = []
         for i, layer in enumerate(example.layers):
@@ -57,12 +58,13 @@ class StateLayout:
 
     def _tensor_kinds(self) -> list:
         return ([kind for kind, fields in self.kinds for _ in fields]
-                + [MemoryKV] * (2 * self.memory) + [None])
+                + [MemoryKV] * (2 * self.memory) + [None] * (self.front + 1))
 
     @property
     def names(self) -> list[str]:
         return ([f"layers.{i}.{f}" for i, (_, fields) in enumerate(self.kinds) for f in fields]
-                + [f"memory.{i}.{f}" for i in range(self.memory) for f in ("k", "v")] + ["seen"])
+                + [f"memory.{i}.{f}" for i in range(self.memory) for f in ("k", "v")]
+                + [f"front.{i}" for i in range(self.front)] + ["seen"])
 
     def flatten(self, state: BackboneState) -> list[Tensor]:
         out = []
@@ -70,7 +72,7 @@ class StateLayout:
             out += list(layer) if kind is tuple else [layer.tensors()[f] for f in fields]
         for kv in (state.memory if self.memory else []):
             out += [kv.k, kv.v]
-        return out + [state.seen]
+        return out + list(state.front or ()) + [state.seen]
 
     def unflatten(self, flat: list[Tensor]) -> BackboneState:
         layers, i = [], 0
@@ -79,7 +81,8 @@ class StateLayout:
             i += len(fields)
             layers.append(tuple(part) if kind is tuple else kind.from_tensors(dict(zip(fields, part))))
         if not self.memory:
-            return BackboneState(layers, flat[i])
+            front = tuple(flat[i:i + self.front]) if self.front else None
+            return BackboneState(layers, flat[i + self.front], front)
         memory = [MemoryKV(flat[i + 2 * j], flat[i + 2 * j + 1]) for j in range(self.memory)]
         return DecoderState(layers, flat[i + 2 * self.memory], memory=memory)
 

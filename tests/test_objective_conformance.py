@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 import seqlab
 from seqlab.config import RunConfig
+from seqlab.datasets.speech_corpus import write_tone_corpus
 from seqlab.export import ExportedModel, export_run
 from seqlab.serve.app import Service, create_app
 from seqlab.tasks import OBJECTIVES
@@ -98,6 +99,27 @@ def seq2seq_config(folder: Path) -> dict:
             "train": TRAIN}
 
 
+def ctc_config(folder: Path) -> dict:
+    return {"task": "ctc", "seed": 2, "tokenizer": {"kind": "char"},
+            "model": {"mixer": ["attention", "lstm"], "d_model": 16, "n_layers": 2, "n_heads": 2,
+                      "causal": True, "context_length": 24, "position": "rope", "dropout": 0.1},
+            "data": {"source": "speech", "path": str(folder / "tones" / "train.jsonl"),
+                     "val_path": str(folder / "tones" / "val.jsonl"), "n_mels": 16,
+                     "normalize": "global", "top_db": None, "spec_augment": True},
+            "train": TRAIN}
+
+
+def transcribe_case(folder: Path) -> Case:
+    import base64
+
+    files = [folder / "tones" / "wav" / f"000{i}.wav" for i in (1, 2)]
+    body = {"audio": [base64.b64encode(f.read_bytes()).decode() for f in files], "beam": 2,
+            "n_best": 2}
+    return Case(ctc_config, ("/v1/transcribe", body),
+                lambda p: [[t.__dict__ for t in ts] for ts in p.transcribe(files, beam=2, n_best=2)],
+                lambda r: r["transcripts"])
+
+
 def series_rows(folder: Path, which: str) -> list[dict]:
     import pandas as pd
 
@@ -153,6 +175,7 @@ CASES: dict[str, Case] = {
     "forecast": Case(forecast_config, None),  # its request needs the data folder: see below
     "anomaly": Case(anomaly_config, None),  # likewise
     "series_pretrain": Case(series_pretrain_config, None),  # pre-training serves nothing
+    "ctc": Case(ctc_config, None),  # its request reads the data folder: see below
     "seq2seq": Case(
         seq2seq_config, ("/v1/translate", {"texts": ["abc", "zyx"], "beam": 2, "n_best": 2}),
         lambda p: [[t.__dict__ for t in ts] for ts in p.translate(["abc", "zyx"], beam=2, n_best=2)],
@@ -173,6 +196,7 @@ def data(tmp_path_factory) -> Path:
     (folder / "pairs.tsv").write_text("source\ttarget\n" + "".join(f"{w}\t{w[::-1].upper()}\n"
                                                                    for w in words))
     write_series(folder)
+    write_tone_corpus(folder / "tones", n_utterances=30)
     rng = random.Random(0)
     for name, n in (("train.jsonl", 30), ("val.jsonl", 8)):
         rows = []
@@ -267,6 +291,17 @@ def test_exports_with_equal_outputs(name, data, tmp_path):
         assert exported.translate(source, 8) == [[t for t in h[0].tokens
                                                   if t != loaded.tokenizer.eos_id] for h in want]
         return
+    if loaded.config.task == "ctc":  # frames, model.patch per position, streamed with the front end's state
+        patch, dim = loaded.config.model.patch, loaded.config.model.input_dim
+        x = torch.randn(3, 5 * patch, dim)
+        with torch.no_grad():
+            logits, state = exported.prefill(x)
+            ref = model(x, model.init_state(3))
+            assert torch.allclose(logits, ref.logits, atol=1e-4)
+            step = torch.randn(3, patch, dim)
+            assert torch.allclose(exported.step(step, state)[0], model(step, ref.state).logits,
+                                  atol=1e-4)
+        return
     if loaded.config.task == "anomaly":  # a next-step model streams features with its state
         x = torch.randn(3, 7, loaded.config.model.input_dim)
         with torch.no_grad():
@@ -311,6 +346,8 @@ def test_load_evaluate_and_serve(name, data, tmp_path):
         case = Case(case.config, ("/v1/forecast", {"history": series_rows(data, "history"),
                                                    "future": series_rows(data, "future")}),
                     forecast_call(data), lambda r: r["forecasts"])
+    if name == "ctc":
+        case = transcribe_case(data)
     if name == "anomaly":
         case = Case(case.config, ("/v1/anomaly", {"rows": series_rows(data, "history")}),
                     anomaly_call(data), lambda r: r["scores"])

@@ -40,29 +40,45 @@ def read_audio(path: str | Path, sample_rate: int = 16000, *, resample_to_rate: 
             or (``resample_to_rate=False``) has another sample rate; the message names
             the file.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such audio file")
+    return _decode(str(path), str(path), sample_rate, resample_to_rate, silence_db)
+
+
+def decode_audio(data: bytes, name: str, sample_rate: int = 16000, *,
+                 resample_to_rate: bool = True, silence_db: float = 60.0) -> np.ndarray:
+    """``read_audio`` for the bytes of a file (a WAV, FLAC or OGG file sent over HTTP);
+    errors name it ``name``."""
+    import io
+
+    return _decode(io.BytesIO(data), name, sample_rate, resample_to_rate, silence_db)
+
+
+def _decode(source, name: str, sample_rate: int, resample_to_rate: bool,
+            silence_db: float) -> np.ndarray:
     try:
         import soundfile
     except ImportError:
         raise DataError("reading audio needs soundfile: pip install soundfile") from None
-    path = Path(path)
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError, OSError) as e:
-        reason = " ".join(str(e).split()).replace(f"Error opening {str(path)!r}: ", "")
-        raise DataError(f"{path}: cannot decode audio ({reason})") from None
+        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError, OSError, TypeError) as e:
+        reason = " ".join(str(e).split()).replace(f"Error opening {name!r}: ", "")
+        raise DataError(f"{name}: cannot decode audio ({reason})") from None
     if data.shape[0] == 0:
-        raise DataError(f"{path}: the audio holds no samples")
+        raise DataError(f"{name}: the audio holds no samples")
     samples = data.mean(axis=1)
     peak = float(np.abs(samples).max())
     if peak <= 10 ** (-silence_db / 20):
         level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
-        raise DataError(f"{path}: the audio is silent (peak {level}, below -{silence_db:g} dBFS)")
+        raise DataError(f"{name}: the audio is silent (peak {level}, below -{silence_db:g} dBFS)")
     if rate != sample_rate:
         if not resample_to_rate:
-            raise DataError(f"{path}: sampled at {rate} Hz, but this model reads {sample_rate} Hz "
+            raise DataError(f"{name}: sampled at {rate} Hz, but this model reads {sample_rate} Hz "
                             "(resample it, or let seqlab resample)")
         samples = resample(samples, rate, sample_rate)
     return samples
 
 
-__all__ = ["AUDIO_SUFFIXES", "read_audio", "resample"]
+__all__ = ["AUDIO_SUFFIXES", "decode_audio", "read_audio", "resample"]

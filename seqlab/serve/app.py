@@ -12,6 +12,8 @@ Endpoints, by what the run does:
   back as rows, as ``ForecastPipeline.predict`` returns them.
 - ``POST /v1/translate`` (seq2seq): the outputs of each source text, best first, with
   their scores (greedy, beam search with ``beam`` and ``n_best``, or sampling).
+- ``POST /v1/transcribe`` (ctc): the transcripts of each base64-encoded audio file, best
+  first, with their log-probabilities (greedy, or prefix beam search with ``beam``).
 - ``POST /v1/anomaly`` (anomaly): per-step scores and flags of the series sent as
   ``rows``, as ``AnomalyPipeline.score`` returns them (each request is scored on its
   own: no stream state is kept between requests).
@@ -51,12 +53,14 @@ except ImportError as e:  # pragma: no cover - the serve extra is missing
     raise ImportError("seqlab serve needs FastAPI and uvicorn: pip install 'seqlab[serve]'") from e
 
 from seqlab.serve.requests import (AnomalyRequest, FillMaskRequest, ForecastRequest, GenerateRequest,  # noqa: F401
-                                   GenerateResponse, Limits, PredictRequest, TranslateRequest)
+                                   GenerateResponse, Limits, PredictRequest, TranscribeRequest,
+                                   TranslateRequest)
 from seqlab.serve.work import TableAndTextWork
 
 
 CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("anomaly", "score"),
-                ("forecast", "forecast"), ("translate", "translate"), ("predict", "predict"))
+                ("forecast", "forecast"), ("translate", "translate"), ("transcribe", "transcribe"),
+                ("predict", "predict"))
 
 
 def _offers(pipeline, method: str) -> bool:
@@ -86,7 +90,8 @@ class Service(TableAndTextWork):
                   "predict": self._predict_batch,
                   "forecast": self._forecast_batch,
                   "anomaly": self._anomaly_batch,
-                  "translate": self._translate_batch}.get(self.kind, lambda jobs: [])
+                  "translate": self._translate_batch,
+                  "transcribe": self._transcribe_batch}.get(self.kind, lambda jobs: [])
         self.batcher = Batcher(runner, max_batch=self.limits.max_batch,
                                max_wait_s=self.limits.batch_wait_ms / 1000,
                                queue_size=self.limits.queue_size)
@@ -357,6 +362,13 @@ def create_app(service: Service) -> FastAPI:
             authorize(request)
             key = service.check_translate(req)
             return {"translations": await service.batcher.submit(Job(key, req))}
+
+    elif service.kind == "transcribe":
+        @app.post("/v1/transcribe")
+        async def transcribe(req: TranscribeRequest, request: Request) -> dict:
+            authorize(request)
+            key, samples = service.check_transcribe(req)
+            return {"transcripts": await service.batcher.submit(Job(key, samples))}
 
     elif service.kind == "predict":
         @app.post("/v1/predict")

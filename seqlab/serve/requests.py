@@ -69,10 +69,16 @@ class TranslateRequest(Strict):
     seed: int | None = Field(None, ge=0, lt=2**63, description="seeds sampling")
 
 
+class TranscribeRequest(Strict):
+    audio: list[str] = Field(..., description="audio files (WAV, FLAC or OGG), each base64-encoded")
+    beam: int | None = Field(None, ge=1, le=32, description="prefix beam width (default: the run's)")
+    n_best: int = Field(1, ge=1, le=32, description="transcripts per file, best first (at most the beam)")
+
+
 class AnomalyRequest(Strict):
     rows: list[dict[str, str | float | int | None]] = Field(
         ..., description="the series to score as rows: time, id, targets and covariates")
 
 
 __all__ = ["AnomalyRequest", "FillMaskRequest", "ForecastRequest", "GenerateRequest", "GenerateResponse", "Limits",
-           "PredictRequest", "Strict", "TranslateRequest"]
+           "PredictRequest", "Strict", "TranscribeRequest", "TranslateRequest"]

@@ -1,4 +1,4 @@
-"""The work behind the series and translation endpoints of ``seqlab serve``: checks done
+"""The work behind the series, translation and transcription endpoints of ``seqlab serve``: checks done
 in the handler before queueing, and what the model thread runs on a batch of jobs. A
 mixin of :class:`seqlab.serve.app.Service`, which provides ``pipeline`` and ``limits``."""
 
@@ -9,11 +9,12 @@ import json
 from fastapi import HTTPException
 
 from seqlab.serve.batcher import Job
-from seqlab.serve.requests import AnomalyRequest, ForecastRequest, TranslateRequest
+from seqlab.serve.requests import AnomalyRequest, ForecastRequest, TranscribeRequest, TranslateRequest
 
 
 class TableAndTextWork:
-    """Forecasts and anomaly scores of tables of series; translations of texts."""
+    """Forecasts and anomaly scores of tables of series; translations of texts;
+    transcripts of audio."""
 
     def _forecast_batch(self, jobs: list[Job]) -> list[list[dict]]:
         import pandas as pd
@@ -76,6 +77,45 @@ class TableAndTextWork:
         out, start = [], 0
         for job in jobs:
             n = len(job.payload.texts)
+            out.append([[t.__dict__ for t in ts] for ts in found[start:start + n]])
+            start += n
+        return out
+
+    def check_transcribe(self, req: TranscribeRequest) -> tuple:
+        """Decode every file before queueing (a bad one is a 422 naming it); returns the
+        batching key and the samples."""
+        import base64
+        import binascii
+
+        from seqlab.data.audio import decode_audio
+        from seqlab.errors import DataError
+
+        if not req.audio:
+            raise HTTPException(422, "audio is empty")
+        if len(req.audio) > self.limits.max_inputs:
+            raise HTTPException(413, f"{len(req.audio)} files in one request; this server takes "
+                                     f"at most {self.limits.max_inputs}")
+        beam = req.beam or self.pipeline.config.task_options.beam
+        if req.n_best > beam:
+            raise HTTPException(422, f"n_best {req.n_best} is more than the beam ({beam})")
+        samples = []
+        for i, text in enumerate(req.audio):
+            try:
+                data = base64.b64decode(text, validate=True)
+                samples.append(decode_audio(data, f"audio[{i}]", self.pipeline.sample_rate))
+            except binascii.Error:
+                raise HTTPException(422, f"audio[{i}] is not base64") from None
+            except DataError as e:
+                raise HTTPException(422, str(e)) from None
+        return ("transcribe", req.beam, req.n_best), samples
+
+    def _transcribe_batch(self, jobs: list[Job]) -> list[list[list[dict]]]:
+        beam, n_best = jobs[0].key[1:]
+        found = self.pipeline.transcribe([s for job in jobs for s in job.payload], beam=beam,
+                                         n_best=n_best)
+        out, start = [], 0
+        for job in jobs:
+            n = len(job.payload)
             out.append([[t.__dict__ for t in ts] for ts in found[start:start + n]])
             start += n
         return out

@@ -68,7 +68,7 @@ def test_audio_is_read_mono_and_resampled_and_bad_files_are_named(tmp_path):
     soundfile.write(tmp_path / "quiet.wav", np.zeros(1600, np.float32), 16000)
     with pytest.raises(DataError, match=r"quiet.wav: the audio is silent \(peak digital silence"):
         read_audio(tmp_path / "quiet.wav")
-    with pytest.raises(DataError, match=r"missing.wav: cannot decode audio"):
+    with pytest.raises(DataError, match=r"missing.wav: no such audio file"):
         read_audio(tmp_path / "missing.wav")
 
 
