@@ -113,6 +113,8 @@ class SpeechSource(ParallelSource):
     def limits(self) -> tuple[int, int]:
         o = self.options
         frames = o.max_source_length or self.source_limit or self.ctx.max_length
+        if self.layout == "ctc":  # no decoder positions: what the frames can emit decides
+            return frames, o.max_target_length or 2 ** 31
         return frames, o.max_target_length or self.ctx.max_length - 1
 
     def texts(self):
