@@ -150,7 +150,15 @@ def _write_one(run, text: str, out: str, options: dict) -> int:
 
 
 def cmd_transcribe(args) -> int:
-    run = _load_run(args.run_dir, args.device, "transcribe", "ctc")
+    import seqlab
+
+    from seqlab.errors import ConfigError
+
+    run = seqlab.load(args.run_dir, device=args.device)
+    if not hasattr(run, "transcribe"):
+        raise ConfigError(f"seqlab transcribe works on speech recognisers (ctc runs, and seq2seq "
+                          f"runs over the speech source); {args.run_dir} is a "
+                          f"{run.config.task!r} run over {run.config.data.source!r} data")
     options = dict(beam=args.beam, n_best=args.n_best, stream=args.stream,
                    chunk_seconds=args.chunk_ms / 1000)
     if args.out:

@@ -191,7 +191,9 @@ class ModelConfig:
     @property
     def shares_vocabulary(self) -> bool:
         """Whether the encoder reads the decoder's vocabulary (one tokenizer)."""
-        return not {"vocab_size", "input", "input_dim"} & set(self.encoder or {})
+        if {"vocab_size", "input", "input_dim"} & set(self.encoder or {}):
+            return False
+        return (self.input or "tokens") == "tokens"  # not speech frames
 
     @property
     def mixers(self) -> list[str]:

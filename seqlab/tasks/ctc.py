@@ -22,6 +22,7 @@ from seqlab.infer.ctc import decode
 from seqlab.models.ctc_head import CTCHead
 from seqlab.models.heads import LossSum
 from seqlab.tasks.base import Metric, Objective, _fill, register_objective
+from seqlab.tasks.seq2seq_metrics import error_counts
 
 DIRECTIONS = {"wer": "min", "cer": "min"}
 
@@ -39,27 +40,6 @@ class CTCOptions:
             raise ConfigError(f"task_options.beam must be >= 1, got {self.beam}")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"task_options.top_k must be >= 1, got {self.top_k}")
-
-
-def error_counts(hypotheses: list[str], references: list[str]) -> tuple[int, int, int, int]:
-    """Word errors, reference words, character errors and reference characters (jiwer's
-    substitutions + deletions + insertions), for corpus-level rates."""
-    try:
-        import jiwer
-    except ImportError:
-        raise ConfigError("speech metrics need jiwer: pip install jiwer") from None
-    pairs = [(h, r) for h, r in zip(hypotheses, references) if r.strip()]
-    if not pairs:
-        return 0, 0, 0, 0
-    hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
-    words = jiwer.process_words(refs, hyps)
-    chars = jiwer.process_characters(refs, hyps)
-
-    def errors(out) -> tuple[int, int]:
-        return (out.substitutions + out.deletions + out.insertions,
-                out.substitutions + out.deletions + out.hits)
-
-    return (*errors(words), *errors(chars))
 
 
 class RecognitionErrors(Metric):
@@ -155,4 +135,4 @@ class CTC(Objective):
         return SpeechPipeline(self, model, run_dir)
 
 
-__all__ = ["CTC", "CTCOptions", "RecognitionErrors", "error_counts", "positions_of"]
+__all__ = ["CTC", "CTCOptions", "RecognitionErrors", "positions_of"]

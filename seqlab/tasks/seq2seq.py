@@ -99,18 +99,37 @@ def check_tokenizer_section(section, where: str) -> None:
                           f"{', '.join(TOKENIZERS.names())}")
 
 
-@register_objective("seq2seq", Seq2SeqOptions, sources=("parallel",), modes=("causal",),
+@register_objective("seq2seq", Seq2SeqOptions, sources=("parallel", "speech"), modes=("causal",),
                     model_defaults={"encoder": {}})
 class Seq2Seq(Objective):
     item_name = "tokens"
+    text_outputs = True  # speech frames in, text out
     target_tokenizer = None  # the targets' own tokenizer, when they have one
 
     def make_source(self):
+        from seqlab.tasks.ctc import positions_of
+
         source = super().make_source()
         source.separate = self.options.target_tokenizer is not None
         encoder = self.config.model.encoder_config() if self.config.model.encoder is not None else None
         source.source_limit = encoder.context_length if encoder is not None else None
+        if self.speech:  # frames in: the encoder's positions hold model.patch frames each
+            source.layout = "seq2seq"
+            enc = encoder or self.config.model
+            source.source_limit = enc.context_length * positions_of(enc)[1]
         return source
+
+    @property
+    def speech(self) -> bool:
+        """Whether the sources are audio (a recogniser), not text."""
+        return self.config.data.source == "speech"
+
+    @classmethod
+    def check(cls, config) -> None:
+        if config.data.source == "speech" and config.task_options.target_tokenizer is not None:
+            raise ConfigError("task_options.target_tokenizer gives the targets a tokenizer apart "
+                              "from the sources'; speech sources have none, so the run's "
+                              "tokenizer is the transcripts' (drop target_tokenizer)")
 
     @property
     def output_tokenizer(self):
@@ -137,6 +156,11 @@ class Seq2Seq(Objective):
     def sync_model(self) -> None:
         """One tokenizer: the model's vocabulary is its. Two: the decoder's is the
         targets', and ``model.encoder.vocab_size`` the sources'."""
+        if self.speech:  # frames for the encoder, the tokenizer's vocabulary for the decoder
+            super().sync_model()
+            size = self.tokenizer.vocab_size
+            self.config.model.vocab_size = _agreed("model.vocab_size", self.config.model.vocab_size, size)
+            return
         if self.target_tokenizer is None:
             return super().sync_model()
         cfg = self.config.model
@@ -256,6 +280,10 @@ class Seq2Seq(Objective):
         return directions[name]
 
     def pipeline(self, model, run_dir=None):
+        if self.speech:
+            from seqlab.tasks.speech_pipeline import Seq2SeqSpeechPipeline
+
+            return Seq2SeqSpeechPipeline(self, model, run_dir)
         from seqlab.tasks.seq2seq_pipeline import Seq2SeqPipeline
 
         return Seq2SeqPipeline(self, model, run_dir)

@@ -26,19 +26,42 @@ def error_rate(hypotheses: list, references: list) -> float:
     return sum(edit_distance(h, r) for h, r in zip(hypotheses, references)) / max(total, 1)
 
 
+def error_counts(hypotheses: list[str], references: list[str]) -> tuple[int, int, int, int]:
+    """Word errors, reference words, character errors and reference characters (jiwer's
+    substitutions + deletions + insertions), for corpus-level rates."""
+    try:
+        import jiwer
+    except ImportError:
+        raise ConfigError("speech metrics need jiwer: pip install jiwer") from None
+    pairs = [(h, r) for h, r in zip(hypotheses, references) if r.strip()]
+    if not pairs:
+        return 0, 0, 0, 0
+    hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
+    words = jiwer.process_words(refs, hyps)
+    chars = jiwer.process_characters(refs, hyps)
+
+    def errors(out) -> tuple[int, int]:
+        return (out.substitutions + out.deletions + out.insertions,
+                out.substitutions + out.deletions + out.hits)
+
+    return (*errors(words), *errors(chars))
+
+
 def text_scores(hypotheses: list[str], references: list[str],
                 token_hyps: list[list[int]], token_refs: list[list[int]], *,
                 bleu_tokenize: str = "13a") -> dict[str, float]:
     """``bleu`` and ``chrf`` (corpus level, 0-100; BLEU over sacrebleu's ``bleu_tokenize``
     tokens: ``13a`` words for sentences, ``char`` for single words such as
     pronunciations), ``exact`` (fraction of outputs equal to their reference), ``ter``
-    (token error rate) and ``wer`` (word error rate)."""
+    (token error rate), and ``wer`` and ``cer`` (word and character error rates, through
+    jiwer)."""
     try:
         import sacrebleu
     except ImportError:
         raise ConfigError("seq2seq metrics need sacrebleu: pip install sacrebleu") from None
     if not references:
         return {}
+    we, wn, ce, cn = error_counts(hypotheses, references)
     bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=bleu_tokenize)
     chrf = sacrebleu.corpus_chrf(hypotheses, [references])
     return {
@@ -46,11 +69,12 @@ def text_scores(hypotheses: list[str], references: list[str],
         "chrf": float(chrf.score),
         "exact": sum(h == r for h, r in zip(hypotheses, references)) / len(references),
         "ter": error_rate(token_hyps, token_refs),
-        "wer": error_rate([h.split() for h in hypotheses], [r.split() for r in references]),
+        "wer": we / max(wn, 1),
+        "cer": ce / max(cn, 1),
     }
 
 
 DIRECTIONS = {"bleu": "max", "chrf": "max", "exact": "max", "ter": "min", "wer": "min",
-              "token_accuracy": "max"}
+              "cer": "min", "token_accuracy": "max"}
 
-__all__ = ["DIRECTIONS", "edit_distance", "error_rate", "text_scores"]
+__all__ = ["DIRECTIONS", "edit_distance", "error_counts", "error_rate", "text_scores"]

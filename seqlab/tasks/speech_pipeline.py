@@ -76,18 +76,21 @@ class SpeechPipeline(Pipeline):
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             x, mask = pad([feats[i] for i in index], value=0.0, dtype=torch.float32)
-            log_probs = self.model(x.to(self.device), padding_mask=None if mask is None
-                                   else mask.to(self.device)).logits
-            for i, row in zip(index, log_probs.float().cpu().numpy()):
-                out[i] = self._decoded(row, beam, n_best)
+            found = self._decode(x.to(self.device), None if mask is None else mask.to(self.device),
+                                 beam, n_best)
+            for i, transcripts in zip(index, found):
+                out[i] = transcripts
         return out
 
-    def _decoded(self, log_probs: np.ndarray, beam: int, n_best: int) -> list[Transcript]:
+    def _decode(self, x: torch.Tensor, mask: torch.Tensor | None, beam: int,
+                n_best: int) -> list[list[Transcript]]:
+        """The transcripts of a padded batch of frames (CTC decoding of the head's output)."""
         from seqlab.infer.ctc import decode
 
-        return [Transcript(self.objective.text(h.tokens), h.logprob)
-                for h in decode(log_probs, self.objective.blank, beam=beam, n_best=n_best,
-                                top_k=self.objective.options.top_k)]
+        log_probs = self.model(x, padding_mask=mask).logits.float().cpu().numpy()
+        return [[Transcript(self.objective.text(h.tokens), h.logprob)
+                 for h in decode(row, self.objective.blank, beam=beam, n_best=n_best,
+                                 top_k=self.objective.options.top_k)] for row in log_probs]
 
     def check_streaming(self) -> None:
         """Refuse a run that cannot stream, saying what to change."""
@@ -141,6 +144,24 @@ class SpeechPipeline(Pipeline):
         return len(paths)
 
 
+class Seq2SeqSpeechPipeline(SpeechPipeline):
+    """An attention-based recogniser (the ``seq2seq`` objective over the ``speech``
+    source): ``transcribe`` decodes each utterance greedily or by beam search; it reads
+    the whole utterance, so it does not stream."""
+
+    def _decode(self, x, mask, beam, n_best):
+        from seqlab.data.batch import Batch
+
+        found = self.objective.decode_batch(self.model, Batch(x, None, mask), beam=beam,
+                                            n_best=n_best)
+        return [[Transcript(self.objective.text(h.tokens), h.logprob) for h in hyps]
+                for hyps in found]
+
+    def check_streaming(self) -> None:
+        raise ConfigError("an attention-based recogniser decodes once the whole utterance is "
+                          "encoded; streaming needs a ctc run with a causal encoder")
+
+
 class _Stream:
     """One stream's features, encoder state and decoder."""
 
@@ -176,4 +197,4 @@ class _Stream:
         return [Transcript(text(h.tokens), h.logprob) for h in self.decoder.best(n)]
 
 
-__all__ = ["SpeechPipeline", "Transcript"]
+__all__ = ["Seq2SeqSpeechPipeline", "SpeechPipeline", "Transcript"]

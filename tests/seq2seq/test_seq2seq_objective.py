@@ -118,10 +118,12 @@ def test_edit_distance_matches_the_recursive_definition(a, b):
 def test_text_scores_of_perfect_and_partly_wrong_outputs():
     refs = ["the cat sat on the mat", "a b c"]
     perfect = text_scores(refs, refs, [[1, 2, 3], [4]], [[1, 2, 3], [4]])
-    assert perfect == pytest.approx({"bleu": 100.0, "chrf": 100.0, "exact": 1.0, "ter": 0.0, "wer": 0.0})
+    assert perfect == pytest.approx({"bleu": 100.0, "chrf": 100.0, "exact": 1.0, "ter": 0.0, "wer": 0.0,
+                                     "cer": 0.0})
     wrong = text_scores(["the cat sat on a mat", "a b c"], refs, [[1, 2, 9], [4]], [[1, 2, 3], [4]])
     assert wrong["exact"] == 0.5 and wrong["ter"] == pytest.approx(1 / 4)
     assert wrong["wer"] == pytest.approx(1 / 9) and 0 < wrong["bleu"] < 100
+    assert wrong["cer"] == pytest.approx(3 / 27)  # "the" -> "a": 3 edits over 27 characters
 
 
 def test_selecting_by_a_decoded_metric_needs_decoding(tmp_path):
