@@ -2,6 +2,7 @@
 configs train for a few steps through the CLI, and ``eval`` and the objective's own
 command (``predict``, ``generate``, ``fill-mask``) work on the run."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ CASES = {
     "anomaly": (["--small"], {"config.yaml": ("series.csv", None, ["predict"])}),
     "seq2seq": (["--small"], {"config.yaml": ("train.tsv", "val.tsv",
                                               ["translate", "--input", "seqlab", "--beam", "2"])}),
+    "ctc": (["--small"], {"config.yaml": ("train.jsonl", "val.jsonl", ["transcribe", "--beam", "4"]),
+                          "stream.yaml": ("train.jsonl", "val.jsonl", ["transcribe", "--stream"])}),
 }
 
 
@@ -87,6 +90,8 @@ def test_example_trains_evaluates_and_predicts(name, config, prepared, tmp_path,
     command = [after[0], str(run), *after[1:]]
     if after[0] == "predict":
         command += ["--data", str(data / (val or train)), "--out", str(tmp_path / "predictions.csv")]
+    elif after[0] == "transcribe":
+        command.insert(2, str(data / json.loads((data / val).read_text().splitlines()[0])["audio"]))
     elif after[0] == "backtest":
         command += ["--data", str(data / train), "--out", str(tmp_path / "scores.json")]
     assert main(command + ["-q"]) == 0, capsys.readouterr().err

@@ -9,6 +9,8 @@ gives alone and its state skips the padding.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +73,13 @@ class RecurrentMixer(Mixer):
 
     def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None, *,
                 padding_mask: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        if x.device.type == "cpu" and _cpu_low_precision(x) and not _cpu_bf16_kernels():
+            # oneDNN's bf16 recurrent kernels need AVX512-BF16 or AMX; elsewhere they fail
+            # to build, so this CPU runs the recurrence in float32 and returns x's dtype.
+            with torch.autocast("cpu", enabled=False):
+                y, new = self.forward(x.float(), None if state is None else
+                                      tuple(s.float() for s in state), padding_mask=padding_mask)
+            return y.to(x.dtype), None if new is None else tuple(s.to(x.dtype) for s in new)
         padding_mask = self.check_input(x, state, padding_mask)
         hx = None
         if state is not None:
@@ -236,3 +245,17 @@ def _recurrent(cell: str):
 
 for _cell in ("rnn", "lstm", "gru"):
     register_mixer(_cell, RecurrentOptions)(_recurrent(_cell))
+
+
+def _cpu_low_precision(x: Tensor) -> bool:
+    """Whether the recurrence would run in bf16 or fp16 on the CPU."""
+    return x.dtype in (torch.bfloat16, torch.float16) or (
+        torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") != torch.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_kernels() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
