@@ -5,9 +5,6 @@ with the predictions the Python call gives, and exports to ONNX with equal outpu
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from seqlab.config import RunConfig
 from seqlab.export import ExportedModel, export_run
 from seqlab.serve.app import Service, create_app
 from seqlab.train.trainer import Trainer
+from tests.helpers.two_ranks import train_all
 from tests.test_objective_conformance import TRAIN, data, examples_config, final, text_config  # noqa: F401
 
 # name: (fine-tuning mode, extra overrides)
@@ -64,18 +62,19 @@ def test_exact_resume(name, data, base, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture(scope="module")
+def two_ranks(data, base, tmp_path_factory) -> dict:
+    """Every case trained on 2 ranks, all in one torchrun launch."""
+    return train_all({name: config_for(name, data, base, "model.dropout=0.0") for name in CASES},
+                     tmp_path_factory.mktemp("two-ranks"))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_two_ranks_train_as_one(name, data, base, tmp_path):
-    config = config_for(name, data, base, "model.dropout=0.0")
-    Trainer(config, tmp_path / "one").fit()
-    path = tmp_path / "config.yaml"
-    path.write_text(config.to_yaml())
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", "-m", "seqlab", "train", str(path), "--out",
-                           str(tmp_path / "two"), "-q"], capture_output=True, text=True,
-                          timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    a, b = final(tmp_path / "one"), final(tmp_path / "two")
+def test_two_ranks_train_as_one(name, data, base, two_ranks, tmp_path):
+    Trainer(config_for(name, data, base, "model.dropout=0.0"), tmp_path / "one").fit()
+    two, error = two_ranks[name]
+    assert error is None, error
+    a, b = final(tmp_path / "one"), final(two)
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-4, worst
 

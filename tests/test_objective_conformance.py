@@ -6,10 +6,7 @@ to ``CASES``; ``test_every_objective_is_in_the_suite`` fails until it does."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +23,7 @@ from seqlab.serve.app import Service, create_app
 from seqlab.tasks import OBJECTIVES
 from seqlab.train.checkpoint import CheckpointManager
 from seqlab.train.trainer import Trainer
+from tests.helpers.two_ranks import train_all
 
 TRAIN = {"steps": 6, "batch_size": 4, "lr": 5e-3, "warmup_steps": 1, "eval_every": 3,
          "eval_batches": 2, "log_every": 1, "progress": False, "num_threads": 1}
@@ -250,18 +248,19 @@ def test_exact_resume(name, data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture(scope="module")
+def two_ranks(data, tmp_path_factory) -> dict:
+    """Every case trained on 2 ranks, all in one torchrun launch."""
+    return train_all({name: config_for(name, data, "model.dropout=0.0") for name in CASES},
+                     tmp_path_factory.mktemp("two-ranks"))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_two_ranks_train_as_one(name, data, tmp_path):
-    config = config_for(name, data, "model.dropout=0.0")
-    Trainer(config, tmp_path / "one").fit()
-    path = tmp_path / "config.yaml"
-    path.write_text(config.to_yaml())
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", "-m", "seqlab", "train", str(path), "--out",
-                           str(tmp_path / "two"), "-q"], capture_output=True, text=True,
-                          timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    a, b = final(tmp_path / "one"), final(tmp_path / "two")
+def test_two_ranks_train_as_one(name, data, two_ranks, tmp_path):
+    Trainer(config_for(name, data, "model.dropout=0.0"), tmp_path / "one").fit()
+    two, error = two_ranks[name]
+    assert error is None, error
+    a, b = final(tmp_path / "one"), final(two)
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-4, worst
 
