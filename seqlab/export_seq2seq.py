@@ -1,6 +1,7 @@
 """Exporting an encoder-decoder: two graphs around the decoder's state.
 
-- ``start``: ``source`` (B, S) -> the logits of the first target token and the state
+- ``start``: ``source`` (B, S) ids, or (B, P x S, F) frames for a recogniser whose
+  encoder reads P frames per position, -> the logits of the first target token and the state
   after ``<bos>``: the source is encoded once, and each decoder layer's cross-attention
   keys and values over it (``memory.I.k``, ``memory.I.v``) travel in the state with the
   layers' own states;
@@ -39,13 +40,21 @@ class Start(nn.Module):
 def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -> dict:
     """Export ``start`` and ``step``; returns the manifest's ``graphs`` entry."""
     B, S, V = 2, 5, cfg.vocab_size
-    source_vocab = cfg.encoder_config().vocab_size or V  # its own when the sources have a tokenizer
+    encoder = cfg.encoder_config()
+    source_vocab = encoder.vocab_size or V  # its own when the sources have a tokenizer
+    frames = (encoder.input or "tokens") != "tokens"  # a recogniser: (B, patch * S, features)
+    per = encoder.patch if frames else 1
     start = Start(model, None, tokenizer.bos_id)
+
+    def sources_of(n: int) -> Tensor:
+        if frames:
+            return torch.randn(B, per * n, encoder.input_dim)
+        return torch.randint(0, source_vocab, (B, n))
 
     def state_after(targets: int, sources: int):
         ids = torch.randint(0, V, (B, targets))
         ids[:, 0] = tokenizer.bos_id
-        return model(ids, model.start(torch.randint(0, source_vocab, (B, sources)))).state
+        return model(ids, model.start(sources_of(sources))).state
 
     with torch.no_grad():
         # A step's example state holds two tokens (a length-1 axis would be traced as
@@ -55,12 +64,12 @@ def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -
     layout = StateLayout(model, first, longer)
     start.layout = layout
     batch = torch.export.Dim("batch", min=1, max=4096)
-    source = torch.export.Dim("source", min=2, max=max(cfg.encoder_config().context_length, 3))
+    source = per * torch.export.Dim("source", min=2, max=max(encoder.context_length, 3))
     flat = [t.contiguous() for t in layout.flatten(first)]
     dims = {"batch": batch, "cache": torch.export.Dim.DYNAMIC}
     outputs = ["logits", *(f"next.{n}" for n in layout.names)]
     graphs = {
-        "start": export_graph(start, (torch.randint(0, source_vocab, (B, S)),), ({0: batch, 1: source},),
+        "start": export_graph(start, (sources_of(S),), ({0: batch, 1: source},),
                               out_dir, "start", fmt, opset, ["source"], outputs, cfg),
         "step": export_graph(Step(model, layout), (torch.randint(0, V, (B, 1)), flat),
                              ({0: batch}, [{d: dims[n] for d, n in axes.items()}

@@ -123,3 +123,39 @@ def test_the_server_refuses_bad_audio_naming_it(run, tones):
         assert response.status_code == 200
         assert response.json()["transcripts"][0][0]["text"] == \
             seqlab.load(run).transcribe(audio_files(tones, 1))[0][0].text
+
+
+def test_an_attention_recogniser_trains_transcribes_and_exports(tones, tmp_path):
+    """The seq2seq objective over the speech source: frames into the encoder through the
+    front end, letters out; transcribe decodes, export's start graph reads frames."""
+    import torch
+
+    from seqlab.export import ExportedModel, export_run
+
+    cfg = RunConfig.from_dict({
+        "task": "seq2seq", "seed": 0, "tokenizer": {"kind": "char"},
+        "task_options": {"eval_decode": 8, "bleu_tokenize": "char", "max_output_length": 8},
+        "model": {"mixer": "attention", "d_model": 24, "n_layers": 1, "n_heads": 2,
+                  "context_length": 16, "position": "rope", "input": "conv_subsample", "patch": 4,
+                  "encoder": {"n_layers": 1, "context_length": 40}},
+        "data": {"source": "speech", "path": str(tones / "train.jsonl"),
+                 "val_path": str(tones / "val.jsonl"), "n_mels": 16},
+        "train": {"steps": 4, "batch_size": 8, "eval_every": 4, "progress": False}})
+    result = seqlab.fit(cfg, tmp_path / "run")
+    assert {"wer", "cer", "exact"} <= set(result.metrics)
+    pipeline = seqlab.load(tmp_path / "run")
+    files = audio_files(tones, 3)
+    found = pipeline.transcribe(files, beam=2, n_best=2)
+    assert [len(f) for f in found] == [2, 2, 2]
+    with pytest.raises(ConfigError, match="streaming needs a ctc run"):
+        pipeline.transcribe(files, stream=True)
+    export_run(tmp_path / "run", tmp_path / "onnx", fmt="onnx")
+    feats = [pipeline.objective.source.features(f) for f in files]
+    n = min(len(f) for f in feats) // 4 * 4  # one length (the graph reads unpadded rows)
+    frames = torch.from_numpy(np.stack([f[:n] for f in feats]))
+    with torch.no_grad():
+        want = pipeline.objective.decode_batch(pipeline.model, seqlab.data.Batch(frames),
+                                               max_length=6)
+    eos = pipeline.tokenizer.eos_id
+    assert ExportedModel(tmp_path / "onnx").translate(frames, 6) == \
+        [[t for t in h[0].tokens if t != eos] for h in want]

@@ -11,7 +11,8 @@ from seqlab.train.trainer import Trainer
 def config(corpus, mixer, **train):
     return RunConfig.from_dict({
         "seed": 1,
-        "model": {"mixer": mixer, "d_model": 32, "n_layers": 2, "n_heads": 4, "context_length": 16,
+        "model": {"mixer": mixer, "d_model": 32, "n_layers": 2 if isinstance(mixer, list) else 1,
+                  "n_heads": 4, "context_length": 16,
                   "dropout": 0.0, "position": "rope"},
         "data": {"path": str(corpus)},
         "train": {"steps": 4, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "eval_every": 4,
@@ -31,7 +32,8 @@ def weights(run):
 
 @pytest.mark.parametrize("backend, mixer, tolerance", [
     ("aot_eager", ["attention", "lstm"], 0.0),  # graph capture alone changes nothing (LSTM runs eagerly between graphs)
-    pytest.param("inductor", "attention", 1e-4, marks=pytest.mark.slow),  # generated kernels round differently
+    # generated kernels round differently; one layer, as inductor's C++ build dominates
+    pytest.param("inductor", "attention", 1e-4, marks=pytest.mark.slow),
 ])
 def test_compiled_training_equals_eager_training(corpus, tmp_path, backend, mixer, tolerance):
     eager = Trainer(config(corpus, mixer), tmp_path / "eager").fit()
