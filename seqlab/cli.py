@@ -171,6 +171,13 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
+def cmd_speak(args) -> int:
+    run = _load_run(args.run_dir, args.device, "speak", "tts")
+    samples = run.speak(args.text, args.out, seed=args.seed, iters=args.iters)
+    print(f"wrote {len(samples) / run.sample_rate:.2f} s of speech to {args.out}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     import seqlab
 
@@ -361,6 +368,7 @@ def cmd_bench(args) -> int:
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "merge": cmd_merge, "generate": cmd_generate, "eval": cmd_eval,
             "translate": cmd_translate,
             "transcribe": cmd_transcribe,
+            "speak": cmd_speak,
             "predict": cmd_predict, "backtest": cmd_backtest, "fill-mask": cmd_fill_mask, "quickstart": cmd_quickstart,
             "presets": cmd_presets, "runs": cmd_runs, "data": cmd_data, "serve": cmd_serve,
             "hf": cmd_hf, "export": cmd_export, "tokenizer": cmd_tokenizer,

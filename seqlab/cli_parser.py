@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_common(p)
 
+    p = sub.add_parser("speak", help="text to speech with a tts run, written as a WAV file")
+    p.add_argument("run_dir")
+    p.add_argument("text")
+    p.add_argument("--out", required=True, help="the WAV file to write")
+    p.add_argument("--seed", type=int, default=0, help="draws the decoder's pre-net dropout and "
+                                                       "the vocoder's initial phase")
+    p.add_argument("--iters", type=int, default=None, help="Griffin-Lim iterations (default: "
+                                                            "the run's griffin_lim_iters)")
+    p.add_argument("--device", default="cpu")
+    _add_common(p)
+
     p = sub.add_parser("eval", help="the objective's metrics of a run (loss, accuracy, ...)")
     p.add_argument("run_dir")
     p.add_argument("--data", help="file, folder or glob read like the training data "

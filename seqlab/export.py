@@ -46,6 +46,7 @@ from seqlab.export_seq2seq import seq2seq_graphs
 from seqlab.io import atomic_write
 from seqlab.models.lora import merge_lora
 from seqlab.models.seq2seq import Seq2SeqModel
+from seqlab.models.tts import SpeechSynthesizer
 from seqlab.rundir import TARGET_TOKENIZER_FILE, TOKENIZER_FILE, check_run_dir
 
 logger = logging.getLogger("seqlab")
@@ -94,8 +95,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, fmt: str = "onnx",
     cfg = pipeline.config.model
     kind = "ids" if cfg.input == "tokens" else "features"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, SpeechSynthesizer):
+        model.decoder.embed.always = False  # graphs are deterministic: no pre-net dropout
     if isinstance(model, Seq2SeqModel):
-        graphs = seq2seq_graphs(model, cfg, pipeline.objective.output_tokenizer, out_dir, fmt, opset)
+        tokenizer = getattr(pipeline.objective, "output_tokenizer", pipeline.tokenizer)
+        graphs = seq2seq_graphs(model, cfg, tokenizer, out_dir, fmt, opset)
     else:
         graphs = _stack_graphs(model, cfg, kind, out_dir, fmt, opset)
     tokenizer = pipeline.tokenizer

@@ -8,6 +8,11 @@
 - ``step``: ``ids`` (B, 1) plus a state -> logits plus the next state, as for a causal
   language model.
 
+A speech synthesiser's decoder reads and makes frames: ``start`` feeds it a zero frame,
+``step`` takes (B, 1, frames_per_step x n_mels) and gives those values and a stop logit;
+its pre-net's dropout, on in seqlab's synthesis, is off in the graphs (they are
+deterministic; a runtime may add its own noise).
+
 A runtime decodes by calling ``start`` once per batch of sources, then ``step`` with
 each chosen token (``ExportedModel.translate`` does greedily). Rows are unpadded: one
 source length per batch.
@@ -21,10 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.export_graphs import StateLayout, Step, export_graph
+from seqlab.models.tts import SpeechSynthesizer
 
 
 class Start(nn.Module):
-    """``source`` -> the first step's logits and the decoder state after ``<bos>``."""
+    """``source`` -> the first step's logits and the decoder state after ``<bos>`` (a
+    speech synthesiser's zero "go" frame)."""
 
     def __init__(self, model, layout: StateLayout, bos_id: int):
         super().__init__()
@@ -32,9 +39,14 @@ class Start(nn.Module):
 
     def forward(self, source: Tensor):
         state = self.model.start(source)
-        bos = torch.full((source.shape[0], 1), self.bos_id, dtype=torch.long, device=source.device)
-        out = self.model(bos, state)
+        out = self.model(_first(self.model, source.shape[0], self.bos_id, source.device), state)
         return (out.logits, *self.layout.flatten(out.state))
+
+
+def _first(model, batch: int, bos_id: int, device=None) -> Tensor:
+    if isinstance(model, SpeechSynthesizer):
+        return torch.zeros(batch, 1, model.n_out, device=device)
+    return torch.full((batch, 1), bos_id, dtype=torch.long, device=device)
 
 
 def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -> dict:
@@ -51,9 +63,13 @@ def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -
             return torch.randn(B, per * n, encoder.input_dim)
         return torch.randint(0, source_vocab, (B, n))
 
+    speech_out = isinstance(model, SpeechSynthesizer)  # frames in and out of the decoder
+
+    def targets_of(n: int) -> Tensor:
+        return torch.randn(B, n, model.n_out) if speech_out else torch.randint(0, V, (B, n))
+
     def state_after(targets: int, sources: int):
-        ids = torch.randint(0, V, (B, targets))
-        ids[:, 0] = tokenizer.bos_id
+        ids = torch.cat([_first(model, B, tokenizer.bos_id), targets_of(targets - 1)], 1)
         return model(ids, model.start(sources_of(sources))).state
 
     with torch.no_grad():
@@ -71,7 +87,7 @@ def seq2seq_graphs(model, cfg, tokenizer, out_dir: Path, fmt: str, opset: int) -
     graphs = {
         "start": export_graph(start, (sources_of(S),), ({0: batch, 1: source},),
                               out_dir, "start", fmt, opset, ["source"], outputs, cfg),
-        "step": export_graph(Step(model, layout), (torch.randint(0, V, (B, 1)), flat),
+        "step": export_graph(Step(model, layout), (targets_of(1), flat),
                              ({0: batch}, [{d: dims[n] for d, n in axes.items()}
                                            for axes in layout.axes]),
                              out_dir, "step", fmt, opset, ["ids", *layout.names], outputs, cfg),

@@ -38,6 +38,8 @@ class Case:
     request: tuple[str, dict] | None  # (endpoint, body); None: nothing to infer
     expected: Callable[[object], object] | None = None  # pipeline -> the response's payload
     received: Callable[[dict], object] = lambda response: response
+    # dropout draws differ across ranks: what turns each off for the 2-rank check
+    no_dropout: tuple[str, ...] = ("model.dropout=0.0",)
 
 
 def text_config(folder: Path, task: str, causal: bool) -> dict:
@@ -118,6 +120,24 @@ def transcribe_case(folder: Path) -> Case:
                 lambda r: r["transcripts"])
 
 
+def tts_config(folder: Path) -> dict:
+    return {"task": "tts", "seed": 2, "tokenizer": {"kind": "char"},
+            "task_options": {"frames_per_step": 2, "max_seconds": 0.4, "griffin_lim_iters": 4},
+            "model": {"mixer": ["attention", "lstm"], "d_model": 16, "n_layers": 2, "n_heads": 2,
+                      "context_length": 48, "position": "rope", "dropout": 0.1,
+                      "encoder": {"mixer": ["gru", "attention"], "context_length": 16}},
+            "data": {"source": "speech", "path": str(folder / "tones" / "train.jsonl"),
+                     "val_path": str(folder / "tones" / "val.jsonl"), "n_mels": 16,
+                     "normalize": "global"},
+            "train": TRAIN}
+
+
+def spoken(text: str, seed: int):
+    import base64
+
+    return lambda p: base64.b64encode(p.wav_bytes(p.speak(text, seed=seed))).decode()
+
+
 def series_rows(folder: Path, which: str) -> list[dict]:
     import pandas as pd
 
@@ -174,6 +194,9 @@ CASES: dict[str, Case] = {
     "anomaly": Case(anomaly_config, None),  # likewise
     "series_pretrain": Case(series_pretrain_config, None),  # pre-training serves nothing
     "ctc": Case(ctc_config, None),  # its request reads the data folder: see below
+    "tts": Case(tts_config, ("/v1/speak", {"text": "abc", "seed": 3}), spoken("abc", 3),
+                lambda r: r["audio"],
+                no_dropout=("model.dropout=0.0", "task_options.prenet_dropout=0.0")),
     "seq2seq": Case(
         seq2seq_config, ("/v1/translate", {"texts": ["abc", "zyx"], "beam": 2, "n_best": 2}),
         lambda p: [[t.__dict__ for t in ts] for ts in p.translate(["abc", "zyx"], beam=2, n_best=2)],
@@ -251,13 +274,13 @@ def test_exact_resume(name, data, tmp_path):
 @pytest.fixture(scope="module")
 def two_ranks(data, tmp_path_factory) -> dict:
     """Every case trained on 2 ranks, all in one torchrun launch."""
-    return train_all({name: config_for(name, data, "model.dropout=0.0") for name in CASES},
+    return train_all({name: config_for(name, data, *case.no_dropout) for name, case in CASES.items()},
                      tmp_path_factory.mktemp("two-ranks"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_two_ranks_train_as_one(name, data, two_ranks, tmp_path):
-    Trainer(config_for(name, data, "model.dropout=0.0"), tmp_path / "one").fit()
+    Trainer(config_for(name, data, *CASES[name].no_dropout), tmp_path / "one").fit()
     two, error = two_ranks[name]
     assert error is None, error
     a, b = final(tmp_path / "one"), final(two)
@@ -269,7 +292,7 @@ def test_two_ranks_train_as_one(name, data, two_ranks, tmp_path):
 def test_exports_with_equal_outputs(name, data, tmp_path):
     """Exported to ONNX with attention layers (which export in both modes; which
     mixers export is tests/test_export.py's subject), outputs equal eager PyTorch's."""
-    encoder = ["model.encoder.mixer=attention"] if name == "seq2seq" else []
+    encoder = ["model.encoder.mixer=attention"] if name in ("seq2seq", "tts") else []
     config = config_for(name, data, "model.mixer=attention", "model.n_layers=1", "train.steps=2",
                         *encoder)
     seqlab.fit(config, tmp_path / "run")
@@ -289,6 +312,17 @@ def test_exports_with_equal_outputs(name, data, tmp_path):
         want = loaded.objective.decode_batch(model, seqlab.data.Batch(source), max_length=8)
         assert exported.translate(source, 8) == [[t for t in h[0].tokens
                                                   if t != loaded.tokenizer.eos_id] for h in want]
+        return
+    if loaded.config.task == "tts":  # text in; a zero frame, then frames and a stop logit out
+        model.decoder.embed.always = False  # the graphs have no pre-net dropout
+        ids = torch.randint(4, loaded.config.model.vocab_size, (3, 6))
+        with torch.no_grad():
+            logits, state = exported.start(ids)
+            ref = model(torch.zeros(3, 1, model.n_out), model.start(ids))
+            assert torch.allclose(logits, ref.logits, atol=1e-4)
+            frame = logits[:, -1:, :-1]
+            assert torch.allclose(exported.step(frame, state)[0], model(frame, ref.state).logits,
+                                  atol=1e-4)
         return
     if loaded.config.task == "ctc":  # frames, model.patch per position, streamed with the front end's state
         patch, dim = loaded.config.model.patch, loaded.config.model.input_dim

@@ -97,7 +97,9 @@ class SpeechSource(ParallelSource):
     """Utterances as feature frames and transcript ids (see the module docstring)."""
 
     input_kind = "features"
-    layout = "ctc"  # or "seq2seq" (set by the objective)
+    layout = "ctc"  # "seq2seq" (a recogniser's decoder) or "tts" (text in, frames out): the objective's
+    frames_per_step = 1  # tts: frames the decoder makes per step
+    text_limit: int | None = None  # tts: the text encoder's positions
     positions = staticmethod(lambda frames: frames)  # encoder positions of n frames (objective)
     stats: dict | None = None  # global normalisation: {"mean": [...], "std": [...]}
 
@@ -115,6 +117,8 @@ class SpeechSource(ParallelSource):
         frames = o.max_source_length or self.source_limit or self.ctx.max_length
         if self.layout == "ctc":  # no decoder positions: what the frames can emit decides
             return frames, o.max_target_length or 2 ** 31
+        if self.layout == "tts":  # the text is the encoder's
+            return frames, o.max_target_length or self.text_limit or self.ctx.max_length
         return frames, o.max_target_length or self.ctx.max_length - 1
 
     def texts(self):
@@ -186,13 +190,17 @@ class SpeechSource(ParallelSource):
             path = self.audio_path(r)
             frames = self.features(path)
             ids = self.output_tokenizer.encode_array(text)
+            if self.layout == "tts":  # whole decoder steps; the tail is silence
+                frames = frames[:len(frames) // self.frames_per_step * self.frames_per_step]
             why = None
             if len(frames) > max_frames:
-                why = (f"its {len(frames)} frames exceed the {max_frames} the encoder reads "
+                why = (f"its {len(frames)} frames exceed the {max_frames} this model takes "
                        "(data.max_source_length)")
             elif len(ids) > max_tgt:
                 why = (f"its transcript is {len(ids)} tokens long; the limit is {max_tgt} "
                        "(data.max_target_length)")
+            elif self.layout == "tts" and len(frames) == 0:
+                why = f"it is shorter than one decoder step ({self.frames_per_step} frames)"
             elif self.layout == "ctc" and ctc_steps(ids) > self.positions(len(frames)):
                 why = (f"its transcript needs {ctc_steps(ids)} CTC steps ({len(ids)} tokens and a "
                        f"blank between repeats) but its {len(frames)} frames give the encoder "
@@ -215,6 +223,8 @@ class SpeechSource(ParallelSource):
 
     # -- batches --------------------------------------------------------------------------
     def batch(self, pairs: Pairs, indices, *, augment_key: tuple[int, ...] | None = None) -> Batch:
+        if self.layout == "tts":
+            return self._tts_batch(pairs, indices)
         rows = [pairs.sources[i] for i in indices]
         if augment_key is not None and self.options.spec_augment:
             rows = self._augment(rows, augment_key)
@@ -225,6 +235,21 @@ class SpeechSource(ParallelSource):
             return Batch(feats, targets, mask, extras, index)
         targets, _ = pad([pairs.targets[i] for i in indices], value=IGNORE, dtype=torch.long)
         return Batch(feats, targets, mask, {}, index)
+
+    def _tts_batch(self, pairs: Pairs, indices) -> Batch:
+        """Text ids in; the frames, ``frames_per_step`` to a step, as targets, and a zero
+        step then the targets shifted by one as the decoder's inputs."""
+        r = self.frames_per_step
+        ids, mask = pad([pairs.targets[i] for i in indices], value=self.tokenizer.pad_id,
+                        dtype=torch.long)
+        steps = [pairs.sources[i].reshape(-1, r * self.input_dim) for i in indices]
+        shifted = [np.concatenate([np.zeros((1, s.shape[1]), np.float32), s[:-1]]) for s in steps]
+        decoder, decoder_mask = pad(shifted, value=0.0, dtype=torch.float32)
+        targets, _ = pad(steps, value=0.0, dtype=torch.float32)
+        extras = {"decoder_inputs": decoder}
+        if decoder_mask is not None:
+            extras["decoder_mask"] = decoder_mask
+        return Batch(ids, targets, mask, extras, torch.as_tensor(np.asarray(indices)))
 
     def _augment(self, rows: list[np.ndarray], key: tuple[int, ...]) -> list[np.ndarray]:
         o = self.options

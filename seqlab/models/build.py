@@ -16,6 +16,7 @@ from seqlab.errors import ConfigError
 from seqlab.models.backbone import Backbone
 from seqlab.models.inputs import INPUTS
 from seqlab.models.seq2seq import Decoder, DecoderBlock, Seq2SeqModel
+from seqlab.models.tts import Prenet, SpeechSynthesizer
 from seqlab.nn.cross_attention import CrossAttention
 from seqlab.nn.layers import FFNS, NORMS, Block
 from seqlab.nn.mixers import MIXERS, MixerArgs
@@ -86,17 +87,7 @@ def build_seq2seq(cfg, *, final_logits_bias: bool = False) -> Seq2SeqModel:
     ``cfg.cross_attention``), and the output projection over ``cfg.vocab_size`` (with a
     bias when ``final_logits_bias``: imported Marian models have one)."""
     encoder = build_backbone(cfg.encoder_config())
-    d = cfg.d_model
-    relative, absolute = _positions(cfg)
-    layers, norm = _layers(cfg, relative)
-    blocks = [DecoderBlock(mixer, CrossAttention(d, cfg.n_heads, score=cfg.cross_attention),
-                           ffn=ffn, norm=norm, dropout=cfg.dropout,
-                           post_norm=cfg.norm_position == "post") for mixer, ffn in layers]
-    embed = INPUTS.get("tokens").build(d, cfg.vocab_size, None)
-    final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
-    decoder = Decoder(embed, blocks, final, position=absolute, dropout=cfg.dropout,
-                      scale_embedding=cfg.scale_embedding)
-    init_weights(decoder, cfg.n_layers)
+    decoder = _decoder(cfg, INPUTS.get("tokens").build(cfg.d_model, cfg.vocab_size, None))
     model = Seq2SeqModel(encoder, decoder, cfg.vocab_size, tie_embeddings=cfg.tie_embeddings,
                          final_logits_bias=final_logits_bias)
     if not cfg.tie_embeddings:
@@ -105,6 +96,35 @@ def build_seq2seq(cfg, *, final_logits_bias: bool = False) -> Seq2SeqModel:
         nn.init.zeros_(model.proj.bias)
     if cfg.tie_embeddings and cfg.shares_vocabulary:
         encoder.embed.weight = decoder.embed.weight  # one vocabulary: one table
+    return model
+
+
+def _decoder(cfg, embed: nn.Module) -> Decoder:
+    """The decoder's blocks from ``cfg`` (causal mixers, each with cross-attention of
+    score ``cfg.cross_attention``) over the input adapter ``embed``."""
+    d = cfg.d_model
+    relative, absolute = _positions(cfg)
+    layers, norm = _layers(cfg, relative)
+    blocks = [DecoderBlock(mixer, CrossAttention(d, cfg.n_heads, score=cfg.cross_attention),
+                           ffn=ffn, norm=norm, dropout=cfg.dropout,
+                           post_norm=cfg.norm_position == "post") for mixer, ffn in layers]
+    final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
+    decoder = Decoder(embed, blocks, final, position=absolute, dropout=cfg.dropout,
+                      scale_embedding=cfg.scale_embedding)
+    init_weights(decoder, cfg.n_layers)
+    return decoder
+
+
+def build_tts(cfg, n_out: int, *, stop_weight: float = 5.0,
+              prenet_dropout: float = 0.5) -> SpeechSynthesizer:
+    """Wire a speech synthesiser: the encoder over text from ``cfg.encoder_config()``, the
+    decoder's blocks from ``cfg`` over a pre-net of ``n_out`` frame values, and an output
+    layer of ``n_out`` values and a stop logit."""
+    encoder = build_backbone(cfg.encoder_config())
+    decoder = _decoder(cfg, Prenet(n_out, cfg.d_model, prenet_dropout))
+    model = SpeechSynthesizer(encoder, decoder, n_out, stop_weight=stop_weight)
+    nn.init.normal_(model.proj.weight, std=0.02)
+    nn.init.zeros_(model.proj.bias)
     return model
 
 

@@ -14,6 +14,8 @@ Endpoints, by what the run does:
   their scores (greedy, beam search with ``beam`` and ``n_best``, or sampling).
 - ``POST /v1/transcribe`` (ctc): the transcripts of each base64-encoded audio file, best
   first, with their log-probabilities (greedy, or prefix beam search with ``beam``).
+- ``POST /v1/speak`` (tts): a base64 WAV file of the text said (``seed`` draws the
+  decoder's pre-net dropout and the vocoder's phase).
 - ``POST /v1/anomaly`` (anomaly): per-step scores and flags of the series sent as
   ``rows``, as ``AnomalyPipeline.score`` returns them (each request is scored on its
   own: no stream state is kept between requests).
@@ -53,14 +55,14 @@ except ImportError as e:  # pragma: no cover - the serve extra is missing
     raise ImportError("seqlab serve needs FastAPI and uvicorn: pip install 'seqlab[serve]'") from e
 
 from seqlab.serve.requests import (AnomalyRequest, FillMaskRequest, ForecastRequest, GenerateRequest,  # noqa: F401
-                                   GenerateResponse, Limits, PredictRequest, TranscribeRequest,
-                                   TranslateRequest)
+                                   GenerateResponse, Limits, PredictRequest, SpeakRequest,
+                                   TranscribeRequest, TranslateRequest)
 from seqlab.serve.work import TableAndTextWork
 
 
 CAPABILITIES = (("generate", "generate_ids"), ("fill-mask", "fill_mask"), ("anomaly", "score"),
                 ("forecast", "forecast"), ("translate", "translate"), ("transcribe", "transcribe"),
-                ("predict", "predict"))
+                ("speak", "speak"), ("predict", "predict"))
 
 
 def _offers(pipeline, method: str) -> bool:
@@ -91,7 +93,8 @@ class Service(TableAndTextWork):
                   "forecast": self._forecast_batch,
                   "anomaly": self._anomaly_batch,
                   "translate": self._translate_batch,
-                  "transcribe": self._transcribe_batch}.get(self.kind, lambda jobs: [])
+                  "transcribe": self._transcribe_batch,
+                  "speak": self._speak_batch}.get(self.kind, lambda jobs: [])
         self.batcher = Batcher(runner, max_batch=self.limits.max_batch,
                                max_wait_s=self.limits.batch_wait_ms / 1000,
                                queue_size=self.limits.queue_size)
@@ -369,6 +372,13 @@ def create_app(service: Service) -> FastAPI:
             authorize(request)
             key, samples = service.check_transcribe(req)
             return {"transcripts": await service.batcher.submit(Job(key, samples))}
+
+    elif service.kind == "speak":
+        @app.post("/v1/speak")
+        async def speak(req: SpeakRequest, request: Request) -> dict:
+            authorize(request)
+            key = service.check_speak(req)
+            return await service.batcher.submit(Job(key, req))
 
     elif service.kind == "predict":
         @app.post("/v1/predict")

@@ -75,10 +75,15 @@ class TranscribeRequest(Strict):
     n_best: int = Field(1, ge=1, le=32, description="transcripts per file, best first (at most the beam)")
 
 
+class SpeakRequest(Strict):
+    text: str = Field(..., description="the text to say")
+    seed: int = Field(0, ge=0, lt=2**63, description="draws the pre-net dropout and the vocoder's phase")
+
+
 class AnomalyRequest(Strict):
     rows: list[dict[str, str | float | int | None]] = Field(
         ..., description="the series to score as rows: time, id, targets and covariates")
 
 
 __all__ = ["AnomalyRequest", "FillMaskRequest", "ForecastRequest", "GenerateRequest", "GenerateResponse", "Limits",
-           "PredictRequest", "Strict", "TranscribeRequest", "TranslateRequest"]
+           "PredictRequest", "SpeakRequest", "Strict", "TranscribeRequest", "TranslateRequest"]

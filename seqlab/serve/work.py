@@ -9,12 +9,13 @@ import json
 from fastapi import HTTPException
 
 from seqlab.serve.batcher import Job
-from seqlab.serve.requests import AnomalyRequest, ForecastRequest, TranscribeRequest, TranslateRequest
+from seqlab.serve.requests import (AnomalyRequest, ForecastRequest, SpeakRequest, TranscribeRequest,
+                                   TranslateRequest)
 
 
 class TableAndTextWork:
     """Forecasts and anomaly scores of tables of series; translations of texts;
-    transcripts of audio."""
+    transcripts of audio; speech from text."""
 
     def _forecast_batch(self, jobs: list[Job]) -> list[list[dict]]:
         import pandas as pd
@@ -118,6 +119,27 @@ class TableAndTextWork:
             n = len(job.payload)
             out.append([[t.__dict__ for t in ts] for ts in found[start:start + n]])
             start += n
+        return out
+
+    def check_speak(self, req: SpeakRequest) -> tuple:
+        """Refuse text the voice cannot say (422 naming the characters)."""
+        from seqlab.errors import DataError
+
+        try:
+            self.pipeline.text_ids(req.text)
+        except DataError as e:
+            raise HTTPException(422, str(e)) from None
+        return ("speak", id(req))  # each text alone: its audio is its own seed's
+
+    def _speak_batch(self, jobs: list[Job]) -> list[dict]:
+        import base64
+
+        out = []
+        for job in jobs:
+            samples = self.pipeline.speak(job.payload.text, seed=job.payload.seed)
+            out.append({"audio": base64.b64encode(self.pipeline.wav_bytes(samples)).decode(),
+                        "sample_rate": self.pipeline.sample_rate,
+                        "seconds": len(samples) / self.pipeline.sample_rate})
         return out
 
 
