@@ -45,6 +45,7 @@ CASES = {
                                               ["translate", "--input", "seqlab", "--beam", "2"])}),
     "ctc": (["--small"], {"config.yaml": ("train.jsonl", "val.jsonl", ["transcribe", "--beam", "4"]),
                           "stream.yaml": ("train.jsonl", "val.jsonl", ["transcribe", "--stream"])}),
+    "tts": (["--small"], {"config.yaml": ("train.jsonl", "val.jsonl", ["speak"])}),
 }
 
 
@@ -92,6 +93,9 @@ def test_example_trains_evaluates_and_predicts(name, config, prepared, tmp_path,
         command += ["--data", str(data / (val or train)), "--out", str(tmp_path / "predictions.csv")]
     elif after[0] == "transcribe":
         command.insert(2, str(data / json.loads((data / val).read_text().splitlines()[0])["audio"]))
+    elif after[0] == "speak":  # a validation text: its letters are the voice's
+        text = json.loads((data / val).read_text().splitlines()[0])["text"]
+        command += [text, "--out", str(tmp_path / "speech.wav")]
     elif after[0] == "backtest":
         command += ["--data", str(data / train), "--out", str(tmp_path / "scores.json")]
     assert main(command + ["-q"]) == 0, capsys.readouterr().err
