@@ -22,7 +22,7 @@ from seqlab.data.audio import read_audio
 from seqlab.data.batch import pad
 from seqlab.data.speech_features import StreamingFeatures
 from seqlab.errors import ConfigError, DataError
-from seqlab.infer.ctc import GreedyStream, PrefixBeamSearch
+from seqlab.infer.ctc import GreedyStream, PrefixBeamSearch, decode
 from seqlab.tasks.pipeline import Pipeline
 
 Audio = Union[str, Path, np.ndarray]
@@ -85,8 +85,6 @@ class SpeechPipeline(Pipeline):
     def _decode(self, x: torch.Tensor, mask: torch.Tensor | None, beam: int,
                 n_best: int) -> list[list[Transcript]]:
         """The transcripts of a padded batch of frames (CTC decoding of the head's output)."""
-        from seqlab.infer.ctc import decode
-
         log_probs = self.model(x, padding_mask=mask).logits.float().cpu().numpy()
         return [[Transcript(self.objective.text(h.tokens), h.logprob)
                  for h in decode(row, self.objective.blank, beam=beam, n_best=n_best,
