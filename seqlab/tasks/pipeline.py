@@ -74,7 +74,8 @@ class Pipeline:
                           "classify, tag and regress runs"
                           + {"causal_lm": " (use generate)",
                              "masked_lm": " (use fill_mask)",
-                             "seq2seq": " (use translate)"}.get(self.config.task, ""))
+                             "seq2seq": " (use translate, or transcribe for a recogniser)",
+                             "ctc": " (use transcribe)", "tts": " (use speak)"}.get(self.config.task, ""))
 
     def predict_file(self, data, out, **options) -> int:
         """Predictions for every example in ``data`` written to ``out`` (CSV or JSONL)."""
