@@ -87,7 +87,7 @@ def build_seq2seq(cfg, *, final_logits_bias: bool = False) -> Seq2SeqModel:
     ``cfg.cross_attention``), and the output projection over ``cfg.vocab_size`` (with a
     bias when ``final_logits_bias``: imported Marian models have one)."""
     encoder = build_backbone(cfg.encoder_config())
-    decoder = _decoder(cfg, INPUTS.get("tokens").build(cfg.d_model, cfg.vocab_size, None))
+    decoder = _decoder(cfg, lambda d: INPUTS.get("tokens").build(d, cfg.vocab_size, None))
     model = Seq2SeqModel(encoder, decoder, cfg.vocab_size, tie_embeddings=cfg.tie_embeddings,
                          final_logits_bias=final_logits_bias)
     if not cfg.tie_embeddings:
@@ -99,15 +99,17 @@ def build_seq2seq(cfg, *, final_logits_bias: bool = False) -> Seq2SeqModel:
     return model
 
 
-def _decoder(cfg, embed: nn.Module) -> Decoder:
+def _decoder(cfg, make_embed) -> Decoder:
     """The decoder's blocks from ``cfg`` (causal mixers, each with cross-attention of
-    score ``cfg.cross_attention``) over the input adapter ``embed``."""
+    score ``cfg.cross_attention``) over the input adapter ``make_embed(d_model)`` (made
+    after the blocks, so a seed gives the weights it always gave)."""
     d = cfg.d_model
     relative, absolute = _positions(cfg)
     layers, norm = _layers(cfg, relative)
     blocks = [DecoderBlock(mixer, CrossAttention(d, cfg.n_heads, score=cfg.cross_attention),
                            ffn=ffn, norm=norm, dropout=cfg.dropout,
                            post_norm=cfg.norm_position == "post") for mixer, ffn in layers]
+    embed = make_embed(d)
     final = norm(d) if cfg.norm_position == "pre" else nn.Identity()
     decoder = Decoder(embed, blocks, final, position=absolute, dropout=cfg.dropout,
                       scale_embedding=cfg.scale_embedding)
@@ -115,14 +117,15 @@ def _decoder(cfg, embed: nn.Module) -> Decoder:
     return decoder
 
 
-def build_tts(cfg, n_out: int, *, stop_weight: float = 5.0,
-              prenet_dropout: float = 0.5) -> SpeechSynthesizer:
+def build_tts(cfg, n_out: int, *, stop_weight: float = 5.0, prenet_dropout: float = 0.5,
+              guided_attention: float = 0.0) -> SpeechSynthesizer:
     """Wire a speech synthesiser: the encoder over text from ``cfg.encoder_config()``, the
     decoder's blocks from ``cfg`` over a pre-net of ``n_out`` frame values, and an output
     layer of ``n_out`` values and a stop logit."""
     encoder = build_backbone(cfg.encoder_config())
-    decoder = _decoder(cfg, Prenet(n_out, cfg.d_model, prenet_dropout))
-    model = SpeechSynthesizer(encoder, decoder, n_out, stop_weight=stop_weight)
+    decoder = _decoder(cfg, lambda d: Prenet(n_out, d, prenet_dropout))
+    model = SpeechSynthesizer(encoder, decoder, n_out, stop_weight=stop_weight,
+                              guided_attention=guided_attention)
     nn.init.normal_(model.proj.weight, std=0.02)
     nn.init.zeros_(model.proj.bias)
     return model

@@ -48,14 +48,23 @@ class SpeechSynthesizer(Seq2SeqModel):
     """
 
     def __init__(self, encoder: Backbone, decoder: Decoder, n_out: int, *,
-                 stop_weight: float = 5.0):
+                 stop_weight: float = 5.0, guided_attention: float = 0.0,
+                 guided_width: float = 0.2):
         super().__init__(encoder, decoder, n_out + 1, tie_embeddings=False, final_logits_bias=True)
         self.n_out, self.stop_weight = n_out, stop_weight
+        self.guided, self.guided_width = guided_attention, guided_width
 
     def loss(self, inputs: Tensor, targets: Tensor, padding_mask: Tensor | None = None, *,
              decoder_inputs: Tensor, decoder_mask: Tensor | None = None, **extras) -> LossSum:
         memory = self.memory(inputs, padding_mask)
-        hidden, _ = self.decoder(decoder_inputs, memory=memory, padding_mask=decoder_mask)
+        crosses = [b.cross for b in self.decoder.blocks] if self.guided > 0 else []
+        for cross in crosses:
+            cross.keep_weights = True
+        try:
+            hidden, _ = self.decoder(decoder_inputs, memory=memory, padding_mask=decoder_mask)
+        finally:
+            for cross in crosses:
+                cross.keep_weights = False
         out = self.proj(hidden).float()  # (B, T, n_out + 1)
         B, T = out.shape[:2]
         real = (decoder_mask if decoder_mask is not None
@@ -66,8 +75,27 @@ class SpeechSynthesizer(Seq2SeqModel):
         stops = F.binary_cross_entropy_with_logits(
             out[..., -1], stop, pos_weight=torch.tensor(self.stop_weight, device=out.device),
             reduction="none")
-        total = (frames + stops).masked_fill(~real, 0.0).sum()
+        per_step = frames + stops
+        if crosses:
+            per_step = per_step + self.guided * self._off_diagonal(crosses, real, padding_mask, inputs)
+        total = per_step.masked_fill(~real, 0.0).sum()
         return LossSum(total, real.sum(), out)
+
+    def _off_diagonal(self, crosses, real: Tensor, text_mask: Tensor | None,
+                      text: Tensor) -> Tensor:
+        """(B, T) attention each step puts far from the diagonal of its row: guided
+        attention (Tachibana et al., 2017), ``sum_s A[t, s] (1 - exp(-(s/S - t/T)^2 / 2g^2))``
+        averaged over layers and heads, with S and T each row's real lengths."""
+        B, T = real.shape
+        S = text.shape[1]
+        steps = real.sum(1, keepdim=True).clamp(min=1).float()  # (B, 1)
+        chars = (text_mask.sum(1, keepdim=True) if text_mask is not None
+                 else torch.full((B, 1), S, device=real.device)).clamp(min=1).float()
+        t = torch.arange(T, device=real.device)[None, :, None] / steps[:, :, None]  # (B, T, 1)
+        s = torch.arange(S, device=real.device)[None, None, :] / chars[:, :, None]  # (B, 1, S)
+        far = 1.0 - torch.exp(-((s - t) ** 2) / (2 * self.guided_width ** 2))  # (B, T, S)
+        weights = torch.stack([c.last_weights.float().mean(1) for c in crosses]).mean(0)
+        return (weights * far).sum(-1)
 
     @torch.no_grad()
     def synthesize(self, ids: Tensor, mask: Tensor | None = None, *, max_steps: int,

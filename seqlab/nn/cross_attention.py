@@ -62,6 +62,8 @@ class CrossAttention(nn.Module):
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
         self.score = score
         self.dropout = dropout
+        # With keep_weights, forward keeps its (B, H, T, S) weights in last_weights.
+        self.keep_weights, self.last_weights = False, None
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -91,10 +93,13 @@ class CrossAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, Dh)
         dropout = self.dropout if self.training else 0.0
         mask = None if kv.mask is None else kv.mask[:, None, None, :]  # (B, 1, 1, S)
-        if self.score == "dot":
+        if self.score == "dot" and not self.keep_weights:
             y = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=dropout)
         else:
-            y = F.dropout(self.weights(q, kv), p=dropout) @ kv.v
+            weights = self.weights(q, kv)
+            if self.keep_weights:  # for a loss on the alignment (guided attention)
+                self.last_weights = weights
+            y = F.dropout(weights, p=dropout) @ kv.v
         return self.out_proj(y.transpose(1, 2).reshape(B, T, self.d_model))
 
     def weights(self, q: Tensor, kv: MemoryKV) -> Tensor:

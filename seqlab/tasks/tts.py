@@ -29,11 +29,14 @@ class TTSOptions:
     factor); ``stop_weight``: weight of the stop logit's positives (one per utterance);
     ``prenet_dropout``: of the decoder's pre-net, on in synthesis too;
     ``stop_threshold``: the stop probability that ends synthesis; ``max_seconds``: the
-    longest synthesis; ``griffin_lim_iters``: the vocoder's iterations."""
+    longest synthesis; ``griffin_lim_iters``: the vocoder's iterations;
+    ``guided_attention``: the weight of a loss on attention far from the diagonal of
+    text against time (Tachibana et al., 2017), which teaches the alignment sooner."""
 
     frames_per_step: int = 3
     stop_weight: float = 5.0
     prenet_dropout: float = 0.5
+    guided_attention: float = 0.0
     stop_threshold: float = 0.5
     max_seconds: float = 10.0
     griffin_lim_iters: int = 60
@@ -45,6 +48,8 @@ class TTSOptions:
             raise ConfigError(f"task_options.prenet_dropout must be in [0, 1), got {self.prenet_dropout}")
         if not 0.0 < self.stop_threshold < 1.0:
             raise ConfigError(f"task_options.stop_threshold must be in (0, 1), got {self.stop_threshold}")
+        if self.guided_attention < 0:
+            raise ConfigError(f"task_options.guided_attention must be >= 0, got {self.guided_attention}")
         for key in ("stop_weight", "max_seconds", "griffin_lim_iters"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"task_options.{key} must be positive, got {getattr(self, key)}")
@@ -120,7 +125,7 @@ class TTS(Objective):
     def build_model(self):
         o = self.options
         return build_tts(self.config.model, self.n_out, stop_weight=o.stop_weight,
-                         prenet_dropout=o.prenet_dropout)
+                         prenet_dropout=o.prenet_dropout, guided_attention=o.guided_attention)
 
     def build_head(self, backbone):
         raise NotImplementedError("a speech synthesiser owns its output layer")

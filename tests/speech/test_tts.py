@@ -125,3 +125,33 @@ def test_seqlab_speak_writes_a_wav_file(run, tmp_path):
                            str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "not in this voice's vocabulary" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_guided_attention_charges_attention_off_the_diagonal(run):
+    from types import SimpleNamespace
+
+    model = seqlab.load(run).model
+    model.guided_width = 0.2
+    T = S = 8
+    diagonal = torch.eye(T)[None, None]  # (B, H, T, S): step t reads character t
+    anti = torch.eye(T).flip(1)[None, None]
+    real = torch.ones(1, T, dtype=torch.bool)
+
+    def charge(weights):
+        crosses = [SimpleNamespace(last_weights=weights)]
+        return model._off_diagonal(crosses, real, None, torch.zeros(1, S)).sum()
+
+    assert float(charge(diagonal)) == pytest.approx(0.0, abs=1e-6)
+    assert float(charge(anti)) > 3.0
+    # and training with it adds that charge to the loss of the same batch
+    pipeline = seqlab.load(run)
+    source = pipeline.objective.source
+    source.load(pipeline.tokenizer, source.fitted())
+    batch = source.batch(source.train, [0, 1])
+    model = pipeline.model
+    model.decoder.embed.always = False
+    plain = model.loss(batch.inputs, batch.targets, batch.padding_mask, **batch.extras).total
+    model.guided = 2.0
+    guided = model.loss(batch.inputs, batch.targets, batch.padding_mask, **batch.extras).total
+    assert float(guided) > float(plain)
+    assert all(not b.cross.keep_weights for b in model.decoder.blocks)
