@@ -17,9 +17,9 @@ def test_quickstart_has_exactly_two_commands():
     section = README.read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     (commands,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     lines = [line for line in commands.splitlines() if line.strip()]
-    assert lines == ["bash setup.sh && seqlab quickstart", "bash setup.sh && python3 -m pytest -q"]
-    ci = (README.parent / ".ci" / "run").read_text()
-    assert "bash setup.sh && python3 -m pytest -q" in ci
+    tests = "bash setup.sh && python3 -m pytest -q -n 2 --dist loadfile"
+    assert lines == ["bash setup.sh && seqlab quickstart", tests]
+    assert tests in (README.parent / ".ci" / "run").read_text()
 
 
 def test_python_examples_run(tmp_path):
