@@ -10,7 +10,6 @@ gives alone and its state skips the padding.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import torch
