@@ -106,6 +106,7 @@ class SpeechSource(ParallelSource):
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
         self.extractor = SpeechFeatures(options.feature_config())
+        self._raw: dict = {}  # while loading: the training files' features read for the statistics
 
     @property
     def input_dim(self) -> int:
@@ -175,10 +176,16 @@ class SpeechSource(ParallelSource):
             records = self._training_records()
             if self.options.val_path is None:
                 records = self._split(records)[0]
-            self._fit_stats([self.raw_features(read_audio(self.audio_path(r), self.options.sample_rate))
-                             for r in records])
+            self._raw = {}  # kept for _encode, which would otherwise read each file again
+            for r in records:
+                path = self.audio_path(r)
+                self._raw[path] = self.raw_features(read_audio(path, self.options.sample_rate))
+            self._fit_stats(list(self._raw.values()))
             fitted = self.fitted()
-        super().load(tokenizer, fitted)
+        try:
+            super().load(tokenizer, fitted)
+        finally:
+            self._raw = {}
 
     def _encode(self, records: list[Record], name: str) -> Pairs:
         o, (max_frames, max_tgt) = self.options, self.limits
@@ -188,7 +195,8 @@ class SpeechSource(ParallelSource):
             if not text.strip():
                 raise DataError(f"{r.where}: the transcript is empty")
             path = self.audio_path(r)
-            frames = self.features(path)
+            raw = self._raw.pop(path, None)
+            frames = self.features(path) if raw is None else self.normalise(raw)
             ids = self.output_tokenizer.encode_array(text)
             if self.layout == "tts":  # whole decoder steps; the tail is silence
                 frames = frames[:len(frames) // self.frames_per_step * self.frames_per_step]

@@ -133,9 +133,15 @@ class ConvSubsampling(nn.Module):
 
     def positions(self, steps: int) -> int:
         """How many outputs ``steps`` input steps give."""
-        for _ in self.convs:
-            steps = (steps + 1) // 2
-        return steps
+        return subsampled_length(steps, self.factor)
+
+
+def subsampled_length(steps: int, factor: int) -> int:
+    """The positions ``conv_subsample`` with ``model.patch`` ``factor`` makes of
+    ``steps`` input steps: each of its log2(factor) convolutions halves, rounding up."""
+    for _ in range(max(factor.bit_length() - 1, 0)):
+        steps = (steps + 1) // 2
+    return steps
 
 
 def _tokens(d_model: int, vocab_size: int | None, input_dim: int | None, *,

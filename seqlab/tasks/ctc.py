@@ -12,6 +12,7 @@ rates (through jiwer) of greedy decoding, or of prefix beam search with ``beam``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from seqlab.errors import ConfigError
 from seqlab.infer.ctc import decode
 from seqlab.models.ctc_head import CTCHead
 from seqlab.models.heads import LossSum
+from seqlab.models.inputs import subsampled_length
 from seqlab.tasks.base import Metric, Objective, _fill, register_objective
 from seqlab.tasks.seq2seq_metrics import error_counts
 
@@ -66,13 +68,7 @@ class RecognitionErrors(Metric):
 def positions_of(cfg):
     """Encoder positions of n frames under model config ``cfg``."""
     if cfg.input == "conv_subsample":
-        halvings = max(cfg.patch.bit_length() - 1, 0)
-
-        def positions(frames: int) -> int:
-            for _ in range(halvings):
-                frames = (frames + 1) // 2
-            return frames
-        return positions, cfg.patch
+        return functools.partial(subsampled_length, factor=cfg.patch), cfg.patch
     return (lambda frames: frames), 1
 
 
